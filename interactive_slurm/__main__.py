@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from interactive_slurm.cli import main
+
+main()

@@ -1,0 +1,288 @@
+"""The command line: click parses, one core function acts, this module prints.
+
+Errors from the core (``InteractiveSlurmError``) are caught once, in :func:`main`, and shown as
+``error: ...`` on stderr; ``INTERACTIVE_SLURM_DEBUG=1`` shows the traceback too. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from interactive_slurm import __version__, config, hostca, paths, profiles, proxy, remote
+from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.runner import SubprocessRunner, exec_replace
+
+KIND = click.Choice(["cpu", "gpu"])
+
+
+def _runner() -> SubprocessRunner:
+    return SubprocessRunner()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="interactive-slurm")
+def cli() -> None:
+    """ssh into a shell inside a Slurm job.
+
+    \b
+    Example:
+      interactive-slurm ssh-config >> ~/.ssh/config && ssh slurm-cpu
+    """
+
+
+@cli.command("proxy")
+@click.argument("kind", type=KIND)
+@click.option("--profile", help="Resource profile (default: default_profile in config.toml).")
+@click.option("--container", default="", help="Run the session's sshd in this enroot image.")
+@click.option("--timeout", type=float, help="Seconds to wait for the session (config: wait_timeout).")
+def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | None) -> None:
+    """ProxyCommand: connect stdin/stdout to your KIND session, starting one if needed.
+
+    stdout carries only the SSH byte stream; progress and errors go to stderr.
+
+    \b
+    Example (~/.ssh/config on the login node):
+      Host slurm-cpu
+        ProxyCommand interactive-slurm proxy cpu
+    """
+    cfg = config.load()
+    if container:
+        profiles._check_pattern(  # same rule as a profile's `container` key
+            profiles._Where(paths.config_file(), "--container"), "container", container,
+            profiles._IMAGE_RE, "expected an image name or path",
+        )
+    name = profiles.check_profile_name(profile or cfg.default_profile)
+    proxy.run(_runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
+
+
+@cli.command("session", hidden=True)
+@click.option("--kind", type=KIND, required=True, help="Session kind.")
+@click.option("--profile", required=True, help="Profile the job was submitted with.")
+@click.option("--valid-for", type=int, required=True, help="Job time limit in seconds.")
+@click.option("--container", default="", help="enroot image for sshd.")
+def session_cmd(kind: str, profile: str, valid_for: int, container: str) -> None:
+    """Compute-node side (run by the batch script): serve sshd for this job.
+
+    \b
+    Example (what the generated batch script runs):
+      python -m interactive_slurm session --kind cpu --profile default --valid-for 28800
+    """
+    from interactive_slurm import session
+
+    cfg = config.load()
+    spec = session.spec_from_env(
+        os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
+        container=container,
+    )
+    sys.exit(session.Session(_runner(), spec).run())
+
+
+@cli.command("trust")
+@click.option("--write", "write", is_flag=True,
+              help="Also write the line to the managed known_hosts file.")
+def trust_cmd(write: bool) -> None:
+    """Print the known_hosts line that trusts your sessions' host certificates.
+
+    \b
+    Example:
+      interactive-slurm trust --write
+    """
+    line = remote.trust_line(_runner())
+    if write:
+        hostca.write_known_hosts(paths.known_hosts_file(), line)
+        click.echo(f"wrote {paths.known_hosts_file()}", err=True)
+    click.echo(line)
+
+
+def _ssh_config_block(login: str | None) -> str:
+    exe = os.path.abspath(sys.argv[0]) if os.path.isabs(sys.argv[0]) else "interactive-slurm"
+    known = paths.known_hosts_file()
+    lines = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
+    for kind in ("cpu", "gpu"):
+        command = f"{exe} proxy {kind}"
+        if login:
+            command = f"ssh {login} {command}"
+        lines += [
+            f"Host slurm-{kind}",
+            f"  ProxyCommand {command}",
+            f"  HostKeyAlias {hostca.kind_alias(kind)}",
+            f"  UserKnownHostsFile {known}",
+            "  StrictHostKeyChecking yes",
+            "  CheckHostIP no",
+            "  ServerAliveInterval 30",
+        ]
+    lines.append("# END interactive-slurm")
+    return "\n".join(lines)
+
+
+@cli.command("ssh-config")
+@click.option("--login", help="Login node to hop through (for a laptop's ~/.ssh/config).")
+def ssh_config_cmd(login: str | None) -> None:
+    """Print Host entries slurm-cpu and slurm-gpu for ~/.ssh/config and write the trust file.
+
+    \b
+    Example:
+      interactive-slurm ssh-config >> ~/.ssh/config
+    """
+    remote.ensure_known_hosts(_runner())
+    click.echo(_ssh_config_block(login))
+
+
+@cli.command("profiles")
+@click.argument("name", required=False)
+def profiles_cmd(name: str | None) -> None:
+    """List the resource profiles, or show one profile's sbatch options.
+
+    \b
+    Example:
+      interactive-slurm profiles development
+    """
+    if name:
+        prof = profiles.load(name)
+        click.echo(f"{prof.name}: {prof.description} ({prof.source})")
+        for kind in profiles.KINDS:
+            args = " ".join(profiles.sbatch_resource_args(prof.resources(kind)))
+            click.echo(f"  {kind}: {args}")
+        return
+    cfg = config.load()
+    for pname, path in sorted(profiles.available().items()):
+        mark = "*" if pname == cfg.default_profile else " "
+        click.echo(f"{mark} {pname:<16} {path}")
+    click.echo(f"user profiles go in {paths.user_profiles_dir()}", err=True)
+
+
+# ----------------------------------------------------------------------------------- remote
+
+
+@click.group("remote", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="remote")
+def remote_cli() -> None:
+    """Manage your interactive-slurm sessions (login node or inside a session).
+
+    \b
+    Example:
+      remote list
+    """
+
+
+@remote_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_cmd(as_json: bool) -> None:
+    """List your sessions: job, kind, profile, state, node, time left, endpoint.
+
+    \b
+    Example:
+      remote list --json
+    """
+    rows = remote.sessions(_runner())
+    click.echo(remote.format_json(rows) if as_json else remote.format_table(rows))
+
+
+@remote_cli.command("cancel")
+@click.argument("target", required=False)
+@click.option("--all", "all_", is_flag=True, help="Cancel all your interactive-slurm jobs.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def cancel_cmd(target: str | None, all_: bool, yes: bool) -> None:
+    """Cancel sessions: TARGET is a job id, `cpu` or `gpu` (only this tool's jobs).
+
+    \b
+    Example:
+      remote cancel gpu --yes
+    """
+    runner = _runner()
+    jobs = remote.select_for_cancel(remote.sessions(runner), target, all_)
+    if not jobs:
+        click.echo("nothing to cancel", err=True)
+        return
+    ids = ", ".join(f"{j.job_id} ({j.name}, {j.state})" for j in jobs)
+    if not yes and sys.stdin.isatty() and not click.confirm(f"cancel {ids}?", err=True):
+        raise click.Abort()
+    remote.cancel(runner, jobs)
+    click.echo(f"cancelled {ids}", err=True)
+
+
+@remote_cli.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("job_id", required=False)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh_cmd(job_id: str | None, command: tuple[str, ...]) -> None:
+    """ssh from the login node into a running session (the newest, or JOB_ID).
+
+    \b
+    Example:
+      remote ssh 1234 -- nvidia-smi
+    """
+    runner = _runner()
+    ep = remote.pick_endpoint(job_id)
+    known = remote.ensure_known_hosts(runner)
+    argv = remote.ssh_argv(ep, known)
+    exec_replace([*argv, *command])
+
+
+@remote_cli.command("gpuswap")
+@click.option("--profile", help="GPU resource profile (default: default_profile).")
+@click.option("--replace", is_flag=True,
+              help="Cancel this CPU session once the GPU session is ready.")
+@click.option("--timeout", type=float, help="Seconds to wait for the GPU session.")
+def gpuswap_cmd(profile: str | None, replace: bool, timeout: float | None) -> None:
+    """From a CPU session: get a GPU session and open a shell there.
+
+    With --replace the CPU job is cancelled once the GPU session is ready (this shell ends);
+    reconnect with `ssh slurm-gpu`.
+
+    \b
+    Example:
+      remote gpuswap --profile development
+    """
+    runner = _runner()
+    cfg = config.load()
+    name = profiles.check_profile_name(profile or cfg.default_profile)
+    ep, cpu_job = remote.gpuswap(
+        runner, cfg, profile=name, replace=replace, timeout=timeout or cfg.wait_timeout,
+        err=sys.stderr,
+    )
+    if cpu_job:
+        click.echo(f"GPU session ready in job {ep.job_id} on {ep.host}; cancelling this CPU "
+                   f"job {cpu_job}. Reconnect with: ssh slurm-gpu", err=True)
+        from interactive_slurm import slurm
+
+        slurm.cancel(runner, [cpu_job])
+        return
+    known = remote.ensure_known_hosts(runner)
+    exec_replace(remote.ssh_argv(ep, known))
+
+
+cli.add_command(remote_cli)
+
+
+def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
+    try:
+        result: Any = group.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except InteractiveSlurmError as exc:
+        if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``interactive-slurm``."""
+    _run(cli, argv, "interactive-slurm")
+
+
+def remote_main(argv: list[str] | None = None) -> None:
+    """Console script ``remote``."""
+    _run(remote_cli, argv, "remote")

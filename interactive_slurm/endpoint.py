@@ -1,0 +1,111 @@
+"""The rendezvous record a session publishes and the proxy reads.
+
+``<state>/jobs/<jobid>/endpoint.json``, mode 0600, written atomically once sshd answers. The
+proxy's fast path reads only these files: no Slurm query when a session is reusable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from interactive_slurm import paths
+from interactive_slurm.errors import EndpointError
+from interactive_slurm.fsutil import read_private, write_private_atomic
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    job_id: str
+    kind: str
+    profile: str
+    host: str
+    port: int
+    host_key: str
+    sshd_pid: int
+    started_at: float
+    container: str = ""
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+_FIELDS: dict[str, type] = {
+    "job_id": str, "kind": str, "profile": str, "host": str, "port": int, "host_key": str,
+    "sshd_pid": int, "started_at": float, "container": str, "version": int,
+}
+
+
+def from_json(text: str, source: Path) -> Endpoint:
+    try:
+        data: Any = json.loads(text)
+    except ValueError as exc:
+        raise EndpointError(f"{source}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EndpointError(f"{source}: expected a JSON object")
+    values: dict[str, Any] = {}
+    for key, typ in _FIELDS.items():
+        value = data.get(key, "" if key == "container" else None)
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise EndpointError(f"{source}: {key} = {value!r}: expected {typ.__name__}")
+        values[key] = value
+    if values["version"] != FORMAT_VERSION:
+        raise EndpointError(f"{source}: version {values['version']} is not {FORMAT_VERSION}")
+    if not 0 < values["port"] < 65536:
+        raise EndpointError(f"{source}: port = {values['port']!r}: out of range")
+    if not values["job_id"].isdigit() or source.parent.name != values["job_id"]:
+        raise EndpointError(f"{source}: job_id = {values['job_id']!r}: does not match its folder")
+    return Endpoint(**values)
+
+
+def publish(ep: Endpoint) -> Path:
+    path = paths.endpoint_file(ep.job_id)
+    paths.ensure_private_dir(path.parent)
+    write_private_atomic(path, ep.to_json())
+    return path
+
+
+def read(path: Path) -> Endpoint:
+    return from_json(read_private(path), path)
+
+
+def read_job(job_id: str) -> Endpoint | None:
+    path = paths.endpoint_file(job_id)
+    if not path.exists():
+        return None
+    return read(path)
+
+
+def find(kind: str | None = None, profile: str | None = None, container: str = "") -> list[Endpoint]:
+    """Readable endpoints matching the filters, newest first; broken files are skipped."""
+    found = []
+    try:
+        entries = list(os.scandir(paths.jobs_dir()))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        path = Path(entry.path) / "endpoint.json"
+        try:
+            ep = read(path)
+        except (EndpointError, OSError):
+            continue
+        if kind is not None and ep.kind != kind:
+            continue
+        if profile is not None and (ep.profile != profile or ep.container != container):
+            continue
+        found.append(ep)
+    return sorted(found, key=lambda ep: ep.started_at, reverse=True)
+
+
+def remove(job_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        paths.endpoint_file(job_id).unlink()

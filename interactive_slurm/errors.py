@@ -1,0 +1,61 @@
+"""The one error hierarchy of interactive-slurm, caught once in ``cli.main()``.
+
+::
+
+    InteractiveSlurmError            every error a user may see ("error: ..." on stderr, exit 1)
+     ├── ConfigError                 config.toml or a profile: names the file, table, key, value
+     ├── CommandError                a subprocess failed or could not run (quotes its stderr)
+     │    └── SlurmError             sbatch/squeue/scancel said no, or printed nonsense
+     ├── SessionError                the compute-node side could not start or serve sshd
+     ├── ProxyError                  the proxy could not reach a session
+     │    └── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
+     ├── EndpointError               an endpoint record is unreadable, unsafe or forged
+     └── UsageError                  a command-line value is invalid
+"""
+
+from __future__ import annotations
+
+
+class InteractiveSlurmError(Exception):
+    """Base class: the message is shown to the user as ``error: <message>``."""
+
+    exit_code = 1
+
+
+class ConfigError(InteractiveSlurmError):
+    """A configuration or profile value is missing or invalid."""
+
+
+class CommandError(InteractiveSlurmError):
+    """A subprocess could not be run, timed out, or exited non-zero."""
+
+    def __init__(self, message: str, *, returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class SlurmError(CommandError):
+    """Slurm refused a request or printed output we could not make sense of."""
+
+
+class SessionError(InteractiveSlurmError):
+    """The compute-node session could not start or keep its sshd."""
+
+
+class ProxyError(InteractiveSlurmError):
+    """The proxy could not connect the user to a session."""
+
+
+class JobEndedError(ProxyError):
+    """The job left the queue (FAILED, CANCELLED, TIMEOUT, ...) before its sshd was ready."""
+
+
+class EndpointError(InteractiveSlurmError):
+    """An endpoint record is malformed, or its file fails the ownership/mode checks."""
+
+
+class UsageError(InteractiveSlurmError):
+    """A command-line value is invalid."""
+
+    exit_code = 2

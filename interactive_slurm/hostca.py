@@ -1,0 +1,102 @@
+"""The user's host CA and per-job host certificates.
+
+The CA key pair is made once, on first use, in ``<state>/hostca`` (0700; key 0600). Each session
+signs its fresh host key for the principals ``<kind>.interactive-slurm`` and
+``job<id>.interactive-slurm``; clients trust ``@cert-authority *.interactive-slurm <CA key>`` with
+``StrictHostKeyChecking yes``, so a process that grabs a session's port cannot pass as it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from interactive_slurm import paths
+from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.fsutil import check_private, write_private_atomic
+from interactive_slurm.runner import Runner
+
+DOMAIN = "interactive-slurm"
+PATTERN = f"*.{DOMAIN}"
+MARKER = "@cert-authority"
+
+
+def kind_alias(kind: str) -> str:
+    return f"{kind}.{DOMAIN}"
+
+
+def job_alias(job_id: str) -> str:
+    return f"job{job_id}.{DOMAIN}"
+
+
+def ca_key() -> Path:
+    return paths.hostca_dir() / "ca"
+
+
+def ensure_ca(runner: Runner) -> Path:
+    """The CA private key, made now if there is none (race-free between concurrent sessions)."""
+    final = paths.hostca_dir()
+    if not (final / "ca.pub").exists():
+        paths.ensure_private_dir(final.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=".hostca-", dir=final.parent))
+        try:
+            runner.run([
+                "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "ca"),
+                "-C", f"interactive-slurm host CA of {getpass.getuser()}",
+            ])
+            try:
+                os.rename(tmp, final)  # atomic; fails if another session won the race
+            except OSError:
+                if not (final / "ca.pub").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    check_private(os.stat(final), final)
+    check_private(os.stat(final / "ca"), final / "ca")
+    return final / "ca"
+
+
+def ca_public_key(runner: Runner) -> str:
+    return (ensure_ca(runner).with_suffix(".pub")).read_text().strip()
+
+
+def sign_host_key(
+    runner: Runner, host_pub: Path, *, job_id: str, kind: str, valid_seconds: int
+) -> Path:
+    """Certify ``host_pub``; returns the ``*-cert.pub`` path next to it."""
+    ca = ensure_ca(runner)
+    runner.run([
+        "ssh-keygen", "-q", "-s", str(ca), "-h",
+        "-I", f"interactive-slurm job {job_id}",
+        "-n", f"{kind_alias(kind)},{job_alias(job_id)}",
+        "-V", f"-5m:+{max(valid_seconds, 60) + 600}s",
+        str(host_pub),
+    ])
+    cert = host_pub.with_name(host_pub.name[: -len(".pub")] + "-cert.pub")
+    if not cert.exists():
+        raise InteractiveSlurmError(f"ssh-keygen wrote no certificate next to {host_pub}")
+    return cert
+
+
+def known_hosts_line(ca_pub: str) -> str:
+    return f"{MARKER} {PATTERN} {ca_pub}"
+
+
+def merge_known_hosts(existing: str, line: str) -> str:
+    """``existing`` with our CA line replaced (or added); other lines are kept as they are."""
+    kept = [
+        row for row in existing.splitlines()
+        if not (row.startswith(MARKER) and row.split()[1:2] == [PATTERN])
+    ]
+    return "\n".join([*kept, line]) + "\n"
+
+
+def write_known_hosts(path: Path, line: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = path.read_text() if path.exists() else ""
+    merged = merge_known_hosts(existing, line)
+    if merged != existing:
+        write_private_atomic(path, merged, mode=0o600)

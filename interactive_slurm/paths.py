@@ -1,0 +1,89 @@
+"""Where interactive-slurm keeps its files (platformdirs), with one override for tests.
+
+``INTERACTIVE_SLURM_HOME`` puts config and state under one directory (``config/``, ``state/``);
+``INTERACTIVE_SLURM_CONFIG`` names the config file itself. On a cluster the state directory must
+live on a filesystem shared by login and compute nodes (the home directory is the usual one).
+
+State layout::
+
+    state/
+      lock                 per-user lock of the proxy's slow path
+      hostca/ca, ca.pub    the user's host CA (0600 / 0644)
+      jobs/<jobid>/        one folder per job: endpoint.json (0600)
+      logs/job-<jobid>.log the job's own log (sbatch --output), never overwritten
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "interactive-slurm"
+HOME_ENV = "INTERACTIVE_SLURM_HOME"
+CONFIG_ENV = "INTERACTIVE_SLURM_CONFIG"
+
+
+def _override() -> Path | None:
+    value = os.environ.get(HOME_ENV)
+    return Path(value).expanduser().absolute() if value else None
+
+
+def config_dir() -> Path:
+    base = _override()
+    return base / "config" if base else Path(platformdirs.user_config_dir(APP))
+
+
+def config_file() -> Path:
+    value = os.environ.get(CONFIG_ENV)
+    return Path(value).expanduser().absolute() if value else config_dir() / "config.toml"
+
+
+def user_profiles_dir() -> Path:
+    return config_dir() / "profiles"
+
+
+def state_dir() -> Path:
+    base = _override()
+    return base / "state" if base else Path(platformdirs.user_state_dir(APP))
+
+
+def jobs_dir() -> Path:
+    return state_dir() / "jobs"
+
+
+def job_dir(job_id: str) -> Path:
+    return jobs_dir() / job_id
+
+
+def endpoint_file(job_id: str) -> Path:
+    return job_dir(job_id) / "endpoint.json"
+
+
+def logs_dir() -> Path:
+    return state_dir() / "logs"
+
+
+def job_log(job_id: str) -> Path:
+    return logs_dir() / f"job-{job_id}.log"
+
+
+def lock_file() -> Path:
+    return state_dir() / "lock"
+
+
+def hostca_dir() -> Path:
+    return state_dir() / "hostca"
+
+
+def known_hosts_file() -> Path:
+    """The known_hosts file the tool manages (one ``@cert-authority`` line)."""
+    return config_dir() / "known_hosts"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make the leaf 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,297 @@
+"""The ProxyCommand: reuse a live session or get one from Slurm, then splice.
+
+fast path: an endpoint of this kind/profile answers a TCP connect -> splice. No Slurm query.
+slow path (per-user lock while deciding): reuse a RUNNING/PENDING job of this kind/profile or
+submit one, re-check so racing proxies end with one job, then wait for the endpoint (cheap stat
+polls; squeue with backoff) showing progress on stderr. Nothing but SSH bytes reaches stdout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Callable, TextIO
+
+from interactive_slurm import endpoint, paths, profiles, slurm
+from interactive_slurm.config import Config
+from interactive_slurm.errors import JobEndedError, ProxyError
+from interactive_slurm.runner import Runner
+
+CONNECT_TIMEOUT = 5.0
+STAT_INTERVAL = 0.25
+BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+class Aborted(ProxyError):
+    """The user gave up (signal, or the ssh client closed our stdin)."""
+
+    exit_code = 130
+
+
+@dataclass
+class Request:
+    kind: str
+    profile: str
+    container: str = ""
+
+
+@dataclass
+class Acquired:
+    job: slurm.Job
+    submitted: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def connect(ep: endpoint.Endpoint, timeout: float = CONNECT_TIMEOUT) -> socket.socket | None:
+    try:
+        return socket.create_connection((ep.host, ep.port), timeout=timeout)
+    except OSError:
+        return None
+
+
+def fast_path(req: Request) -> socket.socket | None:
+    """A socket to a live session of this kind/profile, from endpoint files alone."""
+    for ep in endpoint.find(req.kind, req.profile, req.container):
+        sock = connect(ep)
+        if sock is not None:
+            return sock
+    return None
+
+
+@contextmanager
+def user_lock() -> Iterator[None]:
+    path = paths.lock_file()
+    paths.ensure_private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def matching(jobs: list[slurm.Job], req: Request) -> list[slurm.Job]:
+    """Live jobs for this request, best first: running before pending, then oldest."""
+    live = [
+        j for j in jobs
+        if j.kind == req.kind and j.profile == req.profile and j.container == req.container
+        and (j.running or j.pending)
+    ]
+    return sorted(live, key=lambda j: (not j.running, int(j.job_id)))
+
+
+def submit(runner: Runner, cfg: Config, req: Request) -> str:
+    profile = profiles.load(req.profile)
+    res = profile.resources(req.kind)
+    container = req.container or res.container or ""
+    paths.ensure_private_dir(paths.logs_dir())
+    comment = slurm.build_comment(
+        kind=req.kind, profile=req.profile, res_hash=profiles.resource_hash(res),
+        container=container,
+    )
+    argv = slurm.sbatch_argv(
+        name=slurm.job_name(req.kind, req.profile),
+        comment=comment,
+        log_path=paths.logs_dir() / "job-%j.log",
+        resource_args=profiles.sbatch_resource_args(res),
+    )
+    script = slurm.render_batch_script(
+        python=sys.executable, kind=req.kind, profile=req.profile,
+        valid_for=res.time_seconds, container=container or None,
+    )
+    return slurm.submit(runner, argv, script)
+
+
+def acquire(runner: Runner, cfg: Config, req: Request) -> Acquired:
+    """Reuse or submit, under the per-user lock, so concurrent proxies share one job."""
+    # Validate the profile before anything else: a bad profile submits nothing.
+    profiles.load(req.profile).resources(req.kind)
+    with user_lock():
+        found = matching(slurm.my_jobs(runner), req)
+        if found:
+            return Acquired(found[0], submitted=False)
+        job_id = submit(runner, cfg, req)
+        found = matching(slurm.my_jobs(runner), req)
+        winner = found[0] if found else None
+        if winner is not None and winner.job_id != job_id:
+            # Another login node submitted too: keep the older job, cancel ours.
+            slurm.cancel(runner, [job_id])
+            return Acquired(winner, submitted=False)
+        job = winner or slurm.job_info(runner, job_id)
+        if job is None:
+            raise ProxyError(f"job {job_id} was submitted but Slurm does not know it")
+        return Acquired(job, submitted=True)
+
+
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def show(self, message: str) -> None:
+        if message == self.last:
+            return
+        self.last = message
+        if self.tty:
+            self.stream.write(f"\r\033[Kinteractive-slurm: {message}")
+        else:
+            self.stream.write(f"interactive-slurm: {message}\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def describe(job: slurm.Job, waited: float) -> str:
+    text = f"job {job.job_id} ({job.name}) {job.state}"
+    if job.pending:
+        if job.reason and job.reason != "None":
+            text += f" ({job.reason})"
+        if job.start_time and job.start_time not in ("N/A", "Unknown"):
+            text += f", expected start {job.start_time}"
+    elif job.running:
+        text += f" on {job.nodes}, starting sshd"
+    return f"{text} [{int(waited)}s]"
+
+
+class Waiter:
+    """Waits for a job's endpoint; watches the ssh client (stdin) for going away meanwhile."""
+
+    def __init__(
+        self, runner: Runner, job_id: str, *, timeout: float, progress: Progress,
+        watch_fd: int | None, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.runner, self.job_id, self.timeout = runner, job_id, timeout
+        self.progress, self.watch_fd, self.clock = progress, watch_fd, clock
+        self.buffered = b""
+        self.last_job: slurm.Job | None = None
+
+    def _watch(self, seconds: float) -> None:
+        if self.watch_fd is None:
+            time.sleep(seconds)
+            return
+        ready, _, _ = select.select([self.watch_fd], [], [], seconds)
+        if ready:
+            data = os.read(self.watch_fd, 65536)
+            if not data:
+                self.watch_fd = None
+                raise Aborted("the ssh client closed the connection while waiting")
+            self.buffered += data
+            if len(self.buffered) > 1 << 20:
+                raise ProxyError("the ssh client sent more than 1 MiB before the session was up")
+
+    def wait(self) -> tuple[endpoint.Endpoint, socket.socket]:
+        start = self.clock()
+        next_query, step = start, 0
+        while True:
+            now = self.clock()
+            ep = endpoint.read_job(self.job_id)
+            if ep is not None:
+                sock = connect(ep)
+                if sock is not None:
+                    self.progress.done()
+                    return ep, sock
+            if now >= next_query:
+                job = slurm.job_info(self.runner, self.job_id)
+                if job is None:
+                    raise JobEndedError(
+                        f"job {self.job_id} is gone from the queue; see {paths.job_log(self.job_id)}"
+                    )
+                self.last_job = job
+                if job.ended:
+                    self.progress.done()
+                    reason = f" ({job.reason})" if job.reason and job.reason != "None" else ""
+                    raise JobEndedError(
+                        f"job {self.job_id} ended {job.state}{reason} before its session was "
+                        f"ready; see {paths.job_log(self.job_id)}"
+                    )
+                self.progress.show(describe(job, now - start))
+                step = min(step + 1, len(BACKOFF) - 1)
+                next_query = now + BACKOFF[step]
+            if now - start > self.timeout:
+                self.progress.done()
+                raise ProxyError(
+                    f"gave up after {self.timeout:g} s waiting for job {self.job_id} "
+                    "(wait_timeout in config.toml, or --timeout)"
+                )
+            self._watch(STAT_INTERVAL)
+
+
+@contextmanager
+def abort_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP/SIGINT into :class:`Aborted` while waiting."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Aborted(f"interrupted by {signal.Signals(signum).name}")
+
+    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    old = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def cancel_if_pending(runner: Runner, job_id: str, err: TextIO) -> None:
+    """On abort: cancel the job we submitted, but only while it has not started."""
+    job = slurm.job_info(runner, job_id)
+    if job is not None and job.pending:
+        slurm.cancel(runner, [job_id])
+        err.write(f"interactive-slurm: cancelled pending job {job_id} that this proxy submitted\n")
+
+
+def ensure_session(
+    runner: Runner, cfg: Config, req: Request, *, timeout: float, err: TextIO,
+    watch_fd: int | None = None,
+) -> tuple[endpoint.Endpoint, socket.socket, bytes]:
+    """Reuse or submit, then wait until the session answers (the slow path)."""
+    acquired: Acquired | None = None
+    try:
+        with abort_on_signals():
+            acquired = acquire(runner, cfg, req)
+            job = acquired.job
+            verb = "submitted" if acquired.submitted else "reusing"
+            err.write(f"interactive-slurm: {verb} job {job.job_id} ({job.name}, profile "
+                      f"{req.profile}); log: {paths.job_log(job.job_id)}\n")
+            err.flush()
+            waiter = Waiter(runner, job.job_id, timeout=timeout, progress=Progress(err),
+                            watch_fd=watch_fd)
+            ep, sock = waiter.wait()
+            return ep, sock, waiter.buffered
+    except (Aborted, ProxyError):
+        if acquired is not None and acquired.submitted:
+            with abort_on_signals():
+                cancel_if_pending(runner, acquired.job.job_id, err)
+        raise
+
+
+def run(
+    runner: Runner, cfg: Config, req: Request, *, timeout: float | None = None,
+    stdin_fd: int = 0, stdout_fd: int = 1, err: TextIO = sys.stderr,
+) -> None:
+    """The whole ProxyCommand."""
+    from interactive_slurm.splice import splice
+
+    sock = fast_path(req)
+    initial = b""
+    if sock is None:
+        _, sock, initial = ensure_session(
+            runner, cfg, req, timeout=timeout or cfg.wait_timeout, err=err, watch_fd=stdin_fd
+        )
+    with sock:
+        splice(stdin_fd, stdout_fd, sock, initial)

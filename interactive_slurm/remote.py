@@ -1,0 +1,147 @@
+"""Session management on the login node or inside a session: list, cancel, ssh, gpuswap."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from interactive_slurm import endpoint, hostca, paths, proxy, slurm
+from interactive_slurm.config import Config
+from interactive_slurm.errors import UsageError
+from interactive_slurm.runner import Runner
+
+
+@dataclass(frozen=True)
+class Row:
+    job: slurm.Job
+    endpoint: endpoint.Endpoint | None
+
+    def as_dict(self) -> dict[str, object]:
+        ep = self.endpoint
+        return {
+            "job_id": self.job.job_id,
+            "name": self.job.name,
+            "kind": self.job.kind,
+            "profile": self.job.profile,
+            "state": self.job.state,
+            "reason": self.job.reason,
+            "node": self.job.nodes,
+            "time_left": self.job.time_left,
+            "endpoint": f"{ep.host}:{ep.port}" if ep else None,
+            "log": str(paths.job_log(self.job.job_id)),
+        }
+
+
+def sessions(runner: Runner) -> list[Row]:
+    rows = []
+    for job in slurm.my_jobs(runner):
+        try:
+            ep = endpoint.read_job(job.job_id)
+        except Exception:
+            ep = None
+        rows.append(Row(job, ep))
+    return sorted(rows, key=lambda r: int(r.job.job_id))
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    header = ("JOBID", "KIND", "PROFILE", "STATE", "NODE", "TIME_LEFT", "ENDPOINT")
+    body = []
+    for row in rows:
+        d = row.as_dict()
+        state = d["state"] if not row.job.pending else f"{d['state']}({d['reason']})"
+        body.append(tuple(str(x) for x in (
+            d["job_id"], d["kind"], d["profile"], state, d["node"] or "-", d["time_left"],
+            d["endpoint"] or "-",
+        )))
+    widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in (header, *body)
+    )
+
+
+def format_json(rows: Sequence[Row]) -> str:
+    return json.dumps([r.as_dict() for r in rows], indent=2)
+
+
+def select_for_cancel(rows: Sequence[Row], target: str | None, all_: bool) -> list[slurm.Job]:
+    jobs = [r.job for r in rows]
+    if all_:
+        if target:
+            raise UsageError("give a job id or kind, or --all, not both")
+        return jobs
+    if target in ("cpu", "gpu"):
+        return [j for j in jobs if j.kind == target]
+    if target:
+        chosen = [j for j in jobs if j.job_id == target]
+        if not chosen:
+            ids = ", ".join(j.job_id for j in jobs) or "none"
+            raise UsageError(f"job {target} is not one of your interactive-slurm jobs ({ids})")
+        return chosen
+    if len(jobs) == 1:
+        return jobs
+    if not jobs:
+        return []
+    raise UsageError(
+        "you have several sessions (" + ", ".join(j.job_id for j in jobs)
+        + "): name a JOBID, cpu, gpu or --all"
+    )
+
+
+def cancel(runner: Runner, jobs: Sequence[slurm.Job]) -> None:
+    slurm.cancel(runner, [j.job_id for j in jobs])
+
+
+def trust_line(runner: Runner) -> str:
+    return hostca.known_hosts_line(hostca.ca_public_key(runner))
+
+
+def ensure_known_hosts(runner: Runner) -> str:
+    path = paths.known_hosts_file()
+    hostca.write_known_hosts(path, trust_line(runner))
+    return str(path)
+
+
+def ssh_argv(ep: endpoint.Endpoint, known_hosts: str, extra: Sequence[str] = ()) -> list[str]:
+    """ssh into a session with its certificate checked strictly (never a prompt)."""
+    return [
+        "ssh",
+        "-o", f"HostKeyAlias={hostca.job_alias(ep.job_id)}",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "CheckHostIP=no",
+        "-p", str(ep.port),
+        *extra,
+        ep.host,
+    ]
+
+
+def pick_endpoint(job_id: str | None) -> endpoint.Endpoint:
+    if job_id:
+        ep = endpoint.read_job(job_id)
+        if ep is None:
+            raise UsageError(f"job {job_id} has no running session (see `remote list`)")
+        return ep
+    found = endpoint.find()
+    if not found:
+        raise UsageError("no running session (start one with `ssh slurm-cpu` or `remote gpuswap`)")
+    return found[0]
+
+
+def gpuswap(
+    runner: Runner, cfg: Config, *, profile: str, replace: bool, timeout: float, err: TextIO,
+) -> tuple[endpoint.Endpoint, str | None]:
+    """Get a GPU session ready; with ``replace``, the CPU job to cancel (this one)."""
+    here = os.environ.get("SLURM_JOB_ID")
+    cpu_job: str | None = None
+    if replace:
+        mine = {j.job_id: j for j in slurm.my_jobs(runner)}
+        if not here or here not in mine or mine[here].kind != "cpu":
+            raise UsageError("--replace works inside a CPU session (no interactive-slurm CPU job here)")
+        cpu_job = here
+    req = proxy.Request("gpu", profile)
+    ep, sock, _ = proxy.ensure_session(runner, cfg, req, timeout=timeout, err=err)
+    sock.close()
+    return ep, cpu_job

@@ -1,0 +1,189 @@
+"""Slurm: pure builders and parsers, and submit/list/cancel on top of the runner.
+
+Builders and parsers are pure functions of their inputs (tested with captured real output); the
+few functions that take a ``Runner`` are thin and quote Slurm's own words in their errors.
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from interactive_slurm import __version__
+from interactive_slurm.errors import SlurmError
+from interactive_slurm.runner import Runner, check_result
+
+JOB_PREFIX = "vscode-remote-"
+COMMENT_PREFIX = "interactive-slurm:"
+TEMPLATES = Path(__file__).parent / "templates"
+
+PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
+RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING"})
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL", "CANCELLED", "COMPLETED", "COMPLETING", "DEADLINE", "FAILED", "NODE_FAIL",
+        "OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "STOPPED", "TIMEOUT",
+    }
+)
+
+# squeue fields, "|"-separated; the free-text comment goes last so it may hold anything.
+_SQUEUE_FIELDS = ("%i", "%j", "%T", "%r", "%N", "%L", "%l", "%S", "%k")
+SQUEUE_FORMAT = "|".join(_SQUEUE_FIELDS)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as squeue shows it."""
+
+    job_id: str
+    name: str
+    state: str
+    reason: str
+    nodes: str
+    time_left: str
+    time_limit: str
+    start_time: str
+    comment: str
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return parse_comment(self.comment)
+
+    @property
+    def kind(self) -> str | None:
+        return self.meta.get("kind")
+
+    @property
+    def profile(self) -> str | None:
+        return self.meta.get("profile")
+
+    @property
+    def container(self) -> str:
+        return self.meta.get("container", "")
+
+    @property
+    def is_ours(self) -> bool:
+        return self.name.startswith(JOB_PREFIX) and self.comment.startswith(COMMENT_PREFIX)
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+
+def job_name(kind: str, profile: str) -> str:
+    """``vscode-remote-cpu``; a profile other than ``default`` adds a suffix."""
+    return f"{JOB_PREFIX}{kind}" if profile == "default" else f"{JOB_PREFIX}{kind}-{profile}"
+
+
+def build_comment(*, kind: str, profile: str, res_hash: str, container: str = "") -> str:
+    parts = [f"kind={kind}", f"profile={profile}", f"res={res_hash}", f"version={__version__}"]
+    if container:
+        parts.append(f"container={container}")
+    return COMMENT_PREFIX + ",".join(parts)
+
+
+def parse_comment(comment: str) -> dict[str, str]:
+    """The key=value pairs of a comment written by :func:`build_comment` ({} for others)."""
+    if not comment.startswith(COMMENT_PREFIX):
+        return {}
+    pairs = (item.partition("=") for item in comment[len(COMMENT_PREFIX):].split(","))
+    return {key: value for key, sep, value in pairs if sep}
+
+
+def render_batch_script(
+    *, python: str, kind: str, profile: str, valid_for: int, container: str | None = None
+) -> str:
+    """The batch script (templates/session.sbatch) with every value shell-quoted."""
+    args = ["session", "--kind", kind, "--profile", profile, "--valid-for", str(valid_for)]
+    if container:
+        args += ["--container", container]
+    template = string.Template((TEMPLATES / "session.sbatch").read_text())
+    return template.substitute(
+        version=__version__,
+        kind=kind,
+        profile=profile,
+        command=shlex.join([python, "-m", "interactive_slurm", *args]),
+    )
+
+
+def sbatch_argv(
+    *, name: str, comment: str, log_path: Path, resource_args: Sequence[str]
+) -> list[str]:
+    """The sbatch command; the script itself goes to sbatch's stdin."""
+    return [
+        "sbatch",
+        "--parsable",
+        f"--job-name={name}",
+        f"--comment={comment}",
+        f"--output={log_path}",
+        "--open-mode=append",
+        *resource_args,
+    ]
+
+
+def parse_sbatch(output: str) -> str:
+    """The job id from ``sbatch --parsable`` output (``123`` or ``123;cluster``)."""
+    first = output.strip().splitlines()[-1] if output.strip() else ""
+    job_id = first.split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmError(f'Could not make sense of sbatch output "{output.strip()}"')
+    return job_id
+
+
+def parse_squeue(output: str) -> list[Job]:
+    """Jobs from squeue output in :data:`SQUEUE_FORMAT` with ``--noheader``."""
+    jobs = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|", len(_SQUEUE_FIELDS) - 1)
+        if len(fields) != len(_SQUEUE_FIELDS) or not fields[0].strip():
+            raise SlurmError(f'Could not make sense of squeue output line "{line}"')
+        jobs.append(Job(*(f.strip() for f in fields)))
+    return jobs
+
+
+def squeue_mine_argv() -> list[str]:
+    return ["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"]
+
+
+def squeue_job_argv(job_id: str) -> list[str]:
+    return ["squeue", "--jobs", job_id, "--states=all", "--noheader", f"--format={SQUEUE_FORMAT}"]
+
+
+def submit(runner: Runner, argv: Sequence[str], script: str) -> str:
+    result = check_result(runner.run(argv, input=script, check=False), SlurmError)
+    return parse_sbatch(result.stdout)
+
+
+def my_jobs(runner: Runner) -> list[Job]:
+    """The user's jobs that interactive-slurm submitted."""
+    result = check_result(runner.run(squeue_mine_argv(), check=False), SlurmError)
+    return [job for job in parse_squeue(result.stdout) if job.is_ours]
+
+
+def job_info(runner: Runner, job_id: str) -> Job | None:
+    """One job, also after it ended (while slurmctld remembers it); None when unknown."""
+    result = runner.run(squeue_job_argv(job_id), check=False)
+    if result.returncode != 0:
+        if "Invalid job id" in result.stderr:
+            return None
+        check_result(result, SlurmError)
+    jobs = [job for job in parse_squeue(result.stdout) if job.job_id == job_id]
+    return jobs[0] if jobs else None
+
+
+def cancel(runner: Runner, job_ids: Sequence[str]) -> None:
+    if job_ids:
+        check_result(runner.run(["scancel", *job_ids], check=False), SlurmError)
