@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from interactive_slurm import __version__, config, hostca, paths, profiles, proxy, remote
-from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.errors import InteractiveSlurmError, UsageError
 from interactive_slurm.runner import SubprocessRunner, exec_replace
 
 KIND = click.Choice(["cpu", "gpu"])
@@ -223,21 +223,26 @@ def ssh_cmd(job_id: str | None, command: tuple[str, ...]) -> None:
     exec_replace([*argv, *command])
 
 
-@remote_cli.command("gpuswap")
+@remote_cli.command("gpuswap", context_settings={"ignore_unknown_options": True})
 @click.option("--profile", help="GPU resource profile (default: default_profile).")
 @click.option("--replace", is_flag=True,
               help="Cancel this CPU session once the GPU session is ready.")
 @click.option("--timeout", type=float, help="Seconds to wait for the GPU session.")
-def gpuswap_cmd(profile: str | None, replace: bool, timeout: float | None) -> None:
-    """From a CPU session: get a GPU session and open a shell there.
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def gpuswap_cmd(
+    profile: str | None, replace: bool, timeout: float | None, command: tuple[str, ...]
+) -> None:
+    """From a CPU session: get a GPU session and open a shell (or run COMMAND) there.
 
     With --replace the CPU job is cancelled once the GPU session is ready (this shell ends);
     reconnect with `ssh slurm-gpu`.
 
     \b
     Example:
-      remote gpuswap --profile development
+      remote gpuswap --profile development -- nvidia-smi
     """
+    if replace and command:
+        raise UsageError("--replace opens no shell; run COMMAND after `ssh slurm-gpu`")
     runner = _runner()
     cfg = config.load()
     name = profiles.check_profile_name(profile or cfg.default_profile)
@@ -253,7 +258,7 @@ def gpuswap_cmd(profile: str | None, replace: bool, timeout: float | None) -> No
         slurm.cancel(runner, [cpu_job])
         return
     known = remote.ensure_known_hosts(runner)
-    exec_replace(remote.ssh_argv(ep, known))
+    exec_replace([*remote.ssh_argv(ep, known), *command])
 
 
 cli.add_command(remote_cli)

@@ -1,0 +1,140 @@
+"""`ssh slurm-cpu` through the real proxy, Slurm and sshd."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+
+from .conftest import Harness, my_jobs
+
+
+def job_of(h: Harness, host: str = "slurm-cpu") -> str:
+    out = h.ssh(host, "echo JOB=$SLURM_JOB_ID").stdout
+    line = [x for x in out.splitlines() if x.startswith("JOB=")][0]
+    return line[4:]
+
+
+def test_connect_runs_a_command_inside_the_job(harness: Harness) -> None:
+    result = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID CPUS=$SLURM_CPUS_PER_TASK; hostname")
+    jobs = my_jobs()
+    assert len(jobs) == 1
+    assert jobs[0]["name"] == "vscode-remote-cpu"
+    assert jobs[0]["state"] == "RUNNING"
+    assert f"JOB={jobs[0]['id']} CPUS=4" in result.stdout
+    assert socket.gethostname() in result.stdout
+    assert f"submitted job {jobs[0]['id']}" in result.stderr
+
+
+def test_second_connection_reuses_the_job(harness: Harness) -> None:
+    first = job_of(harness)
+    second = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID")
+    assert f"JOB={first}" in second.stdout
+    assert "submitted" not in second.stderr  # fast path: no Slurm talk at all
+    assert [j["id"] for j in my_jobs()] == [first]
+
+
+def test_eight_concurrent_connects_make_one_job(harness: Harness) -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: job_of(harness), range(8)))
+    assert len(set(ids)) == 1, ids
+    assert [j["id"] for j in my_jobs()] == [ids[0]]
+
+
+def test_scp_sftp_rsync_round_trip(harness: Harness, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "payload.bin"
+    src.write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    remote_dir = tmp_path / "remote"
+    remote_dir.mkdir()
+    cfg = str(harness.ssh_config)
+    opts = ["-F", cfg, "-o", "BatchMode=yes"]
+
+    harness.run(["scp", *opts, str(src), f"slurm-cpu:{remote_dir}/via-scp"], check=True)
+    back = tmp_path / "back-scp"
+    harness.run(["scp", *opts, f"slurm-cpu:{remote_dir}/via-scp", str(back)], check=True)
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == digest
+
+    batch = tmp_path / "sftp-batch"
+    batch.write_text(f"put {src} {remote_dir}/via-sftp\nget {remote_dir}/via-sftp {tmp_path}/back-sftp\n")
+    harness.run(["sftp", *opts, "-b", str(batch), "slurm-cpu"], check=True)
+    assert hashlib.sha256((tmp_path / "back-sftp").read_bytes()).hexdigest() == digest
+
+    rsh = f"ssh -F {cfg} -o BatchMode=yes"
+    harness.run(["rsync", "-a", "-e", rsh, str(src), f"slurm-cpu:{remote_dir}/via-rsync"], check=True)
+    harness.run(["rsync", "-a", "-e", rsh, f"slurm-cpu:{remote_dir}/via-rsync",
+                 str(tmp_path / "back-rsync")], check=True)
+    assert hashlib.sha256((tmp_path / "back-rsync").read_bytes()).hexdigest() == digest
+    # The remote side really ran in the job: the sha256 computed there matches too.
+    remote_sum = harness.ssh("slurm-cpu", f"sha256sum {remote_dir}/via-rsync").stdout.split()[0]
+    assert remote_sum == digest
+    assert len(my_jobs()) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_local_port_forward(harness: Harness) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    target = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"hello through the tunnel " + conn.recv(100))
+
+    threading.Thread(target=answer, daemon=True).start()
+    job_of(harness)  # the session exists, so the forward connects at once
+    local = _free_port()
+    fwd = subprocess.Popen(
+        ["ssh", "-F", str(harness.ssh_config), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+         "-N", "-L", f"{local}:127.0.0.1:{target}", "slurm-cpu"],
+        env=harness.env, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", local), timeout=5)
+                break
+            except OSError:
+                assert fwd.poll() is None, fwd.stderr.read() if fwd.stderr else ""
+                assert time.monotonic() < deadline, "forward never opened"
+                time.sleep(0.2)
+        with conn:
+            conn.sendall(b"ping")
+            data = b""
+            while len(data) < len(b"hello through the tunnel ping"):
+                chunk = conn.recv(100)
+                if not chunk:
+                    break
+                data += chunk
+        assert data == b"hello through the tunnel ping"
+    finally:
+        fwd.terminate()
+        fwd.wait(10)
+        server.close()
+
+
+def test_gpu_session_sees_its_gpus(harness: Harness) -> None:
+    out = harness.ssh("slurm-gpu", "echo GPUS=$CUDA_VISIBLE_DEVICES JOB=$SLURM_JOB_ID").stdout
+    jobs = my_jobs()
+    assert [j["name"] for j in jobs] == ["vscode-remote-gpu"]
+    assert f"GPUS=0 JOB={jobs[0]['id']}" in out
+
+
+def test_gpu_intensive_profile_gets_four_gpus(harness: Harness) -> None:
+    harness.write_config('default_profile = "gpu-intensive"\n')
+    out = harness.ssh("slurm-gpu", "echo GPUS=$CUDA_VISIBLE_DEVICES").stdout
+    assert "GPUS=0,1,2,3" in out
+    assert [j["name"] for j in my_jobs()] == ["vscode-remote-gpu-gpu-intensive"]

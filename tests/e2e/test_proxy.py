@@ -1,0 +1,169 @@
+"""The proxy's contract: only SSH bytes on stdout, honest waiting, no orphaned or stolen jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Harness, my_jobs, wait_for
+
+LATER = """\
+description = "Starts in an hour: stays PENDING (BeginTime) for the test."
+extra = ["--begin=now+3600"]
+[cpu]
+time = "00:10:00"
+cpus = 1
+mem = "1G"
+[gpu]
+time = "00:10:00"
+gpus = 1
+cpus = 1
+mem = "1G"
+"""
+
+
+def read_banner(proc: subprocess.Popen[bytes]) -> bytes:
+    assert proc.stdout is not None
+    return proc.stdout.readline()
+
+
+def test_stdout_carries_only_ssh_bytes_on_slow_and_fast_path(harness: Harness) -> None:
+    for _ in ("slow", "fast"):
+        proc = harness.proxy("cpu")
+        try:
+            banner = read_banner(proc)
+            assert banner.startswith(b"SSH-2.0-OpenSSH"), banner
+        finally:
+            assert proc.stdin is not None and proc.stderr is not None
+            proc.stdin.close()  # half-close: sshd ends the connection, the proxy exits
+            proc.wait(timeout=30)
+            err = proc.stderr.read()
+        assert proc.returncode == 0, err
+    assert len(my_jobs()) == 1
+
+
+def held_proxy(harness: Harness, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    harness.write_profile("later", LATER)
+    proc = harness.proxy("cpu", "--profile", "later", *args)
+    job = wait_for(
+        lambda: [j for j in my_jobs() if (j["state"], j["reason"]) == ("PENDING", "BeginTime")],
+        60, "a held pending job",
+    )
+    return proc, job[0]["id"]
+
+
+def test_job_cancelled_while_waiting_fails_with_the_reason(harness: Harness) -> None:
+    proc, job_id = held_proxy(harness)
+    time.sleep(1.5)  # let the proxy show its progress line
+    subprocess.run(["scancel", job_id], check=True)
+    proc.wait(timeout=60)  # stdin stays open: the ssh client is still there
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 1, err
+    assert out == b""
+    text = err.decode()
+    assert f"job {job_id} (vscode-remote-cpu-later) PENDING (BeginTime), expected start" in text
+    assert f"error: job {job_id} ended CANCELLED" in text
+    assert f"job-{job_id}.log" in text
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "stdin-closed"])
+def test_abort_while_pending_cancels_the_submitted_job(harness: Harness, how: str) -> None:
+    proc, job_id = held_proxy(harness)
+    if how == "stdin-closed":
+        out, err = proc.communicate(timeout=60)  # closes stdin: what the proxy sees when ssh goes
+    else:
+        proc.send_signal(getattr(signal, how))
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out == b""
+    assert f"cancelled pending job {job_id}" in err.decode()
+    wait_for(lambda: not my_jobs(), 30, "the pending job to leave the queue")
+
+
+def test_abort_never_cancels_a_job_it_did_not_submit(harness: Harness) -> None:
+    first, job_id = held_proxy(harness)
+    second = harness.proxy("cpu", "--profile", "later")  # reuses the pending job
+    time.sleep(2)
+    second.send_signal(signal.SIGTERM)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 130
+    assert f"reusing job {job_id}" in err.decode()
+    assert [j["id"] for j in my_jobs()] == [job_id]
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+
+
+def test_stale_endpoint_falls_back_to_a_new_session(harness: Harness) -> None:
+    stale = harness.home / "state" / "jobs" / "999999"
+    stale.mkdir(parents=True, mode=0o700)
+    with socket_port() as dead_port:
+        pass  # the port is closed again: connecting to it is refused
+    record = {
+        "job_id": "999999", "kind": "cpu", "profile": "default", "host": "127.0.0.1",
+        "port": dead_port, "host_key": "ssh-ed25519 AAAA", "sshd_pid": 1,
+        "started_at": time.time() + 3600, "container": "", "version": 1,
+    }
+    (stale / "endpoint.json").write_text(json.dumps(record))
+    os.chmod(stale / "endpoint.json", 0o600)
+    out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
+    jobs = my_jobs()
+    assert len(jobs) == 1 and f"JOB={jobs[0]['id']}" in out
+
+
+def test_session_whose_job_was_killed_is_replaced(harness: Harness) -> None:
+    first = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
+    subprocess.run(["scancel", first], check=True)
+    wait_for(lambda: not my_jobs(), 60, "the first job to end")
+    second = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
+    assert second != first
+    assert not (harness.home / "state" / "jobs" / first).exists()  # the session cleaned up
+
+
+def test_bad_profile_is_a_clear_error_and_submits_nothing(harness: Harness) -> None:
+    path = harness.write_profile("broken", '[cpu]\ntime = "1:00:00"\ncpus = 0\nmem = "4G"\n'
+                                 '[gpu]\ntime = "1:00:00"\ngpus = 1\ncpus = 2\nmem = "4G"\n')
+    harness.write_config('default_profile = "broken"\n')
+    result = harness.ssh("slurm-cpu", "true", check=False)
+    assert result.returncode == 255
+    assert f"error: {path}: [cpu] cpus = 0: expected a whole number >= 1" in result.stderr
+    assert my_jobs() == []
+
+
+def test_injection_in_a_profile_is_refused_before_sbatch(harness: Harness) -> None:
+    for bad in ['"x;touch /tmp/pwned"', '"$(id)"', '"--wrap=id"', '"a\\nb"', '"../x"', '"a b"']:
+        harness.write_profile("evil", f'partition = {bad}\n[cpu]\ntime = "1:00:00"\ncpus = 1\n'
+                              'mem = "1G"\n[gpu]\ntime = "1:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+        result = harness.tool("proxy", "cpu", "--profile", "evil", check=False)
+        assert result.returncode == 1
+        assert "partition = " in result.stderr and "expected a Slurm name" in result.stderr
+        assert result.stdout == ""
+    assert my_jobs() == []
+
+
+def test_cluster_side_needs_no_asyncssh_or_gitpython(harness: Harness) -> None:
+    code = ("import sys, interactive_slurm.cli, interactive_slurm.proxy, interactive_slurm.session;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'git')))")
+    out = harness.run([str(Path(harness.env["PATH"].split(":")[0]) / "python"), "-c", code],
+                      check=True).stdout
+    assert out.strip() == "[]"
+
+
+class socket_port:
+    """A port number that was free a moment ago."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
