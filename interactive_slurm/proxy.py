@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Callable, TextIO
 
@@ -102,6 +103,7 @@ def submit(runner: Runner, cfg: Config, req: Request) -> str:
         name=slurm.job_name(req.kind, req.profile),
         comment=comment,
         log_path=paths.logs_dir() / "job-%j.log",
+        workdir=Path.home(),
         resource_args=profiles.sbatch_resource_args(res),
     )
     script = slurm.render_batch_script(

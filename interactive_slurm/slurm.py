@@ -118,15 +118,19 @@ def render_batch_script(
 
 
 def sbatch_argv(
-    *, name: str, comment: str, log_path: Path, resource_args: Sequence[str]
+    *, name: str, comment: str, log_path: Path, workdir: Path, resource_args: Sequence[str]
 ) -> list[str]:
-    """The sbatch command; the script itself goes to sbatch's stdin."""
+    """The sbatch command; the script itself goes to sbatch's stdin.
+
+    ``workdir`` (the home directory) keeps the job independent of where ssh was started.
+    """
     return [
         "sbatch",
         "--parsable",
         f"--job-name={name}",
         f"--comment={comment}",
         f"--output={log_path}",
+        f"--chdir={workdir}",
         "--open-mode=append",
         *resource_args,
     ]
