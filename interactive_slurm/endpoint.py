@@ -78,7 +78,14 @@ def read(path: Path) -> Endpoint:
     return from_json(read_private(path), path)
 
 
+def check_job_id(job_id: str) -> str:
+    if not job_id.isdigit() or len(job_id) > 20:
+        raise EndpointError(f"invalid job id {job_id!r}: expected digits only")
+    return job_id
+
+
 def read_job(job_id: str) -> Endpoint | None:
+    check_job_id(job_id)
     path = paths.endpoint_file(job_id)
     if not path.exists():
         return None

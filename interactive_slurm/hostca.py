@@ -12,6 +12,7 @@ import getpass
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from interactive_slurm import paths
@@ -79,6 +80,35 @@ def sign_host_key(
     if not cert.exists():
         raise InteractiveSlurmError(f"ssh-keygen wrote no certificate next to {host_pub}")
     return cert
+
+
+def key_blob(line: str) -> str:
+    """The base64 key of a ``type blob [comment]`` or ``host type blob`` line ("" if none)."""
+    fields = line.split()
+    for i, field in enumerate(fields[:-1]):
+        if field.startswith(("ssh-", "ecdsa-", "sk-")):
+            return fields[i + 1]
+    return ""
+
+
+def scan_keys(runner: Runner, host: str, port: int, *, certs: bool = False) -> set[str]:
+    """Ed25519 key blobs the sshd at host:port offers (``certs``: its certificates instead).
+
+    One connection per try (``-t ed25519``); an empty answer is tried again, since a busy sshd
+    may drop unauthenticated connections (MaxStartups).
+    """
+    argv = ["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port)]
+    if certs:
+        argv.append("-c")
+    blobs: set[str] = set()
+    for attempt in range(3):
+        result = runner.run([*argv, host], check=False, timeout=15)
+        lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+        blobs = {key_blob(line) for line in lines} - {""}
+        if blobs:
+            break
+        time.sleep(0.2 * (attempt + 1))
+    return blobs
 
 
 def known_hosts_line(ca_pub: str) -> str:

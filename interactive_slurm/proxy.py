@@ -24,7 +24,7 @@ from typing import Callable, TextIO
 
 from interactive_slurm import endpoint, paths, profiles, slurm
 from interactive_slurm.config import Config
-from interactive_slurm.errors import JobEndedError, ProxyError
+from interactive_slurm.errors import EndpointError, JobEndedError, ProxyError
 from interactive_slurm.runner import Runner
 
 CONNECT_TIMEOUT = 5.0
@@ -206,6 +206,7 @@ class Waiter:
                 sock = connect(ep)
                 if sock is not None:
                     self.progress.done()
+                    verify_once(self.runner, ep, sock)
                     return ep, sock
             if now >= next_query:
                 job = slurm.job_info(self.runner, self.job_id)
@@ -231,6 +232,23 @@ class Waiter:
                     "(wait_timeout in config.toml, or --timeout)"
                 )
             self._watch(STAT_INTERVAL)
+
+
+def verify_once(runner: Runner, ep: endpoint.Endpoint, sock: socket.socket) -> None:
+    """Defence in depth for a new endpoint (slow path only): the sshd there has its key.
+
+    The real protection is the client's strict certificate check; this catches a stale or
+    hijacked port early with a clear message.
+    """
+    from interactive_slurm import hostca
+
+    served = hostca.scan_keys(runner, ep.host, ep.port)
+    if hostca.key_blob(ep.host_key) not in served:
+        sock.close()
+        raise EndpointError(
+            f"refusing {ep.host}:{ep.port}: the sshd there does not have job {ep.job_id}'s host "
+            "key (another process may hold the port)"
+        )
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from interactive_slurm import endpoint, hostca, paths, proxy, slurm
 from interactive_slurm.config import Config
-from interactive_slurm.errors import UsageError
+from interactive_slurm.errors import EndpointError, UsageError
 from interactive_slurm.runner import Runner
 
 
@@ -40,7 +40,7 @@ def sessions(runner: Runner) -> list[Row]:
     for job in slurm.my_jobs(runner):
         try:
             ep = endpoint.read_job(job.job_id)
-        except Exception:
+        except (EndpointError, OSError):  # an unreadable or unsafe record shows as none
             ep = None
         rows.append(Row(job, ep))
     return sorted(rows, key=lambda r: int(r.job.job_id))

@@ -166,6 +166,7 @@ class Session:
             )
             if self.wait_ready(port, log):
                 self.port = port
+                self.check_certified(cert)
                 return
             text = log.read_text(errors="replace")
             errors.append(f"port {port}: {text.strip()[-300:] or 'no log'}")
@@ -187,6 +188,14 @@ class Session:
                 pass
             time.sleep(0.05)
         return False
+
+    def check_certified(self, cert: Path) -> None:
+        """Publish only once the sshd on our port serves our certified key."""
+        served = hostca.scan_keys(self.runner, "127.0.0.1", self.port, certs=True)
+        if hostca.key_blob(cert.read_text()) not in served:
+            raise SessionError(
+                f"the sshd on port {self.port} does not serve this job's host certificate"
+            )
 
     def publish(self, key: Path) -> None:
         assert self.proc is not None
