@@ -15,7 +15,7 @@ from .conftest import Harness, my_jobs
 
 def job_of(h: Harness, host: str = "slurm-cpu") -> str:
     out = h.ssh(host, "echo JOB=$SLURM_JOB_ID").stdout
-    line = [x for x in out.splitlines() if x.startswith("JOB=")][0]
+    line = next(x for x in out.splitlines() if x.startswith("JOB="))
     return line[4:]
 
 

@@ -28,8 +28,8 @@ def test_ssh_from_the_login_node_into_a_session(harness: Harness) -> None:
 def test_cancel_by_kind_and_refusal_of_foreign_jobs(harness: Harness) -> None:
     harness.ssh("slurm-cpu", "true")
     harness.ssh("slurm-gpu", "true")
-    other = subprocess.run(["sbatch", "--parsable", "-t", "5", "--output=/dev/null", "--chdir=/tmp", "--mem=1G",
-                            "--wrap", "sleep 300"],
+    sbatch = ["sbatch", "--parsable", "-t", "5", "--output=/dev/null", "--chdir=/tmp", "--mem=1G"]
+    other = subprocess.run([*sbatch, "--wrap", "sleep 300"],
                            capture_output=True, text=True, check=True).stdout.strip()
     refused = harness.remote("cancel", other, "--yes", check=False)
     assert refused.returncode == 2
