@@ -7,8 +7,10 @@ Errors from the core (``InteractiveSlurmError``) are caught once, in :func:`main
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -52,10 +54,7 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
     """
     cfg = config.load()
     if container:
-        profiles._check_pattern(  # same rule as a profile's `container` key
-            profiles._Where(paths.config_file(), "--container"), "container", container,
-            profiles._IMAGE_RE, "expected an image name or path",
-        )
+        profiles.check_container_option(container)
     name = profiles.check_profile_name(profile or cfg.default_profile)
     proxy.run(_runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
 
@@ -99,14 +98,24 @@ def trust_cmd(write: bool) -> None:
     click.echo(line)
 
 
-def _ssh_config_block(login: str | None) -> str:
-    exe = os.path.abspath(sys.argv[0]) if os.path.isabs(sys.argv[0]) else "interactive-slurm"
+def _local_command() -> str:
+    """How this installation is run: its console script, or ``python -m``."""
+    script = Path(sys.executable).parent / "interactive-slurm"
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m interactive_slurm"
+
+
+def _ssh_config_block(login: str | None, remote_command: str) -> str:
     known = paths.known_hosts_file()
     lines = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
+    if login:
+        lines.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in {known}")
     for kind in ("cpu", "gpu"):
-        command = f"{exe} proxy {kind}"
         if login:
-            command = f"ssh {login} {command}"
+            command = f"ssh {shlex.quote(login)} {remote_command} proxy {kind}"
+        else:
+            command = f"{_local_command()} proxy {kind}"
         lines += [
             f"Host slurm-{kind}",
             f"  ProxyCommand {command}",
@@ -122,15 +131,21 @@ def _ssh_config_block(login: str | None) -> str:
 
 @cli.command("ssh-config")
 @click.option("--login", help="Login node to hop through (for a laptop's ~/.ssh/config).")
-def ssh_config_cmd(login: str | None) -> None:
-    """Print Host entries slurm-cpu and slurm-gpu for ~/.ssh/config and write the trust file.
+@click.option("--remote-command", default="interactive-slurm", show_default=True,
+              help="With --login: how to run interactive-slurm on the login node.")
+def ssh_config_cmd(login: str | None, remote_command: str) -> None:
+    """Print Host entries slurm-cpu and slurm-gpu for ~/.ssh/config.
+
+    On the login node it also writes the managed known_hosts file that trusts your host CA;
+    with --login (on a laptop) it prints where to put the line from `interactive-slurm trust`.
 
     \b
     Example:
       interactive-slurm ssh-config >> ~/.ssh/config
     """
-    remote.ensure_known_hosts(_runner())
-    click.echo(_ssh_config_block(login))
+    if not login:
+        remote.ensure_known_hosts(_runner())
+    click.echo(_ssh_config_block(login, remote_command))
 
 
 @cli.command("profiles")

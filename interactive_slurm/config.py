@@ -11,6 +11,7 @@ A missing file means all defaults. Unknown keys and bad values are errors naming
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ def parse(data: dict[str, Any], source: Path) -> Config:
             raise ConfigError(f"{source}: default_profile: {exc}") from exc
     if "wait_timeout" in data:
         value = data["wait_timeout"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0
+        ):
             raise ConfigError(f"{source}: wait_timeout = {value!r}: expected seconds > 0")
         values["wait_timeout"] = float(value)
     if "sshd" in data:

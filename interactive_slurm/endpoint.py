@@ -62,7 +62,7 @@ def from_json(text: str, source: Path) -> Endpoint:
         raise EndpointError(f"{source}: version {values['version']} is not {FORMAT_VERSION}")
     if not 0 < values["port"] < 65536:
         raise EndpointError(f"{source}: port = {values['port']!r}: out of range")
-    if not values["job_id"].isdigit() or source.parent.name != values["job_id"]:
+    if not is_job_id(values["job_id"]) or source.parent.name != values["job_id"]:
         raise EndpointError(f"{source}: job_id = {values['job_id']!r}: does not match its folder")
     return Endpoint(**values)
 
@@ -78,8 +78,12 @@ def read(path: Path) -> Endpoint:
     return from_json(read_private(path), path)
 
 
+def is_job_id(text: str) -> bool:
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 def check_job_id(job_id: str) -> str:
-    if not job_id.isdigit() or len(job_id) > 20:
+    if not is_job_id(job_id):
         raise EndpointError(f"invalid job id {job_id!r}: expected digits only")
     return job_id
 
@@ -92,8 +96,10 @@ def read_job(job_id: str) -> Endpoint | None:
     return read(path)
 
 
-def find(kind: str | None = None, profile: str | None = None, container: str = "") -> list[Endpoint]:
-    """Readable endpoints matching the filters, newest first; broken files are skipped."""
+def find(
+    kind: str | None = None, profile: str | None = None, container: str | None = None
+) -> list[Endpoint]:
+    """Readable endpoints matching the filters (None: any), newest first; bad files skipped."""
     found = []
     try:
         entries = list(os.scandir(paths.jobs_dir()))
@@ -107,7 +113,9 @@ def find(kind: str | None = None, profile: str | None = None, container: str = "
             continue
         if kind is not None and ep.kind != kind:
             continue
-        if profile is not None and (ep.profile != profile or ep.container != container):
+        if profile is not None and ep.profile != profile:
+            continue
+        if container is not None and ep.container != container:
             continue
         found.append(ep)
     return sorted(found, key=lambda ep: ep.started_at, reverse=True)

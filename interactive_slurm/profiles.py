@@ -18,19 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from interactive_slurm import paths, tomlio
-from interactive_slurm.errors import ConfigError
+from interactive_slurm.errors import ConfigError, UsageError
 
 KINDS = ("cpu", "gpu")
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PROFILE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.&|,*:\[\]-]{0,255}$")
-_IMAGE_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./:#@+-]{0,255}$")
-_MEM_RE = re.compile(r"^([1-9][0-9]*)([KMGT]?)$", re.IGNORECASE)
-_SHORT_TIME_RE = re.compile(r"^([1-9][0-9]*)([mhd])$")
-_SLURM_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
-_EXTRA_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:@+%/=\[\]-]{1,256}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z", re.ASCII)
+_PROFILE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z", re.ASCII)
+_CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.&|,*:\[\]-]{0,255}\Z", re.ASCII)
+_IMAGE_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./:#@+-]{0,255}\Z", re.ASCII)
+_MEM_RE = re.compile(r"^([1-9][0-9]*)([KMGT]?)\Z", re.IGNORECASE | re.ASCII)
+_SHORT_TIME_RE = re.compile(r"^([1-9][0-9]*)([mhd])\Z", re.ASCII)
+_SLURM_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?\Z", re.ASCII)
+_EXTRA_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:@+%/=\[\]-]{1,256}\Z", re.ASCII)
 
 #: sbatch options a profile may add through ``extra``; the value flag says whether one is taken.
 EXTRA_OPTIONS: Mapping[str, bool] = {
@@ -271,6 +271,16 @@ def check_profile_name(name: str) -> str:
             f"invalid profile name {name!r}: use lower-case letters, digits, _ and - (at most 32)"
         )
     return name
+
+
+def check_container_option(value: str) -> str:
+    """A ``--container`` value from the command line (same rule as the profile key)."""
+    if not (_IMAGE_RE.match(value) and ".." not in value):
+        raise UsageError(
+            f"--container {value!r}: expected an image name or path "
+            "(letters, digits and _./:#@+- only, no '..')"
+        )
+    return value
 
 
 def available() -> dict[str, Path]:

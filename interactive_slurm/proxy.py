@@ -24,7 +24,13 @@ from typing import Callable, TextIO
 
 from interactive_slurm import endpoint, paths, profiles, slurm
 from interactive_slurm.config import Config
-from interactive_slurm.errors import EndpointError, JobEndedError, ProxyError
+from interactive_slurm.errors import (
+    EndpointError,
+    InteractiveSlurmError,
+    JobEndedError,
+    ProxyError,
+    SlurmError,
+)
 from interactive_slurm.runner import Runner
 
 CONNECT_TIMEOUT = 5.0
@@ -181,6 +187,7 @@ class Waiter:
         self.progress, self.watch_fd, self.clock = progress, watch_fd, clock
         self.buffered = b""
         self.last_job: slurm.Job | None = None
+        self.failures = 0
 
     def _watch(self, seconds: float) -> None:
         if self.watch_fd is None:
@@ -196,6 +203,18 @@ class Waiter:
             if len(self.buffered) > 1 << 20:
                 raise ProxyError("the ssh client sent more than 1 MiB before the session was up")
 
+    def query(self) -> slurm.Job | None:
+        """squeue for our job; a passing failure is retried on the next round (3 in a row fail)."""
+        try:
+            job = slurm.job_info(self.runner, self.job_id)
+        except SlurmError:
+            self.failures += 1
+            if self.failures >= 3:
+                raise
+            return self.last_job
+        self.failures = 0
+        return job
+
     def wait(self) -> tuple[endpoint.Endpoint, socket.socket]:
         start = self.clock()
         next_query, step = start, 0
@@ -209,7 +228,7 @@ class Waiter:
                     verify_once(self.runner, ep, sock)
                     return ep, sock
             if now >= next_query:
-                job = slurm.job_info(self.runner, self.job_id)
+                job = self.query()
                 if job is None:
                     raise JobEndedError(
                         f"job {self.job_id} is gone from the queue; see {paths.job_log(self.job_id)}"
@@ -293,7 +312,7 @@ def ensure_session(
                             watch_fd=watch_fd)
             ep, sock = waiter.wait()
             return ep, sock, waiter.buffered
-    except (Aborted, ProxyError):
+    except InteractiveSlurmError:
         if acquired is not None and acquired.submitted:
             with abort_on_signals():
                 cancel_if_pending(runner, acquired.job.job_id, err)

@@ -33,8 +33,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 #: Environment passed into ssh sessions: the job's view of itself and its devices.
 ENV_PREFIXES = ("SLURM_", "INTERACTIVE_SLURM_")
 ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "TMPDIR")
-_ENV_VALUE_RE = re.compile(r"^[^\"\\\n\r\x00]*$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_VALUE_RE = re.compile(r"^[^\"\\\n\r\x00]*\Z", re.ASCII)
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 PORT_ATTEMPTS = 10
 READY_TIMEOUT = 15.0
 
@@ -264,7 +264,7 @@ def spec_from_env(
     env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str
 ) -> SessionSpec:
     job_id = env.get("SLURM_JOB_ID", "")
-    if not job_id.isdigit():
+    if not endpoint.is_job_id(job_id):
         raise SessionError("`interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)")
     if not os.path.isabs(sshd) or not os.access(sshd, os.X_OK):
         raise SessionError(f"sshd not found at {sshd} on {socket.gethostname()} "

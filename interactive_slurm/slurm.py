@@ -140,7 +140,7 @@ def parse_sbatch(output: str) -> str:
     """The job id from ``sbatch --parsable`` output (``123`` or ``123;cluster``)."""
     first = output.strip().splitlines()[-1] if output.strip() else ""
     job_id = first.split(";", 1)[0]
-    if not job_id.isdigit():
+    if not (job_id.isascii() and job_id.isdigit()):
         raise SlurmError(f'Could not make sense of sbatch output "{output.strip()}"')
     return job_id
 

@@ -2,7 +2,9 @@
 
 Event-driven (poll), non-blocking on every side, with backpressure (a side is read only while
 the buffer toward the other side has room) and half-close both ways: stdin EOF becomes
-``shutdown(SHUT_WR)`` on the socket; the socket's EOF closes stdout once everything is written.
+``shutdown(SHUT_WR)`` on the socket; the socket's EOF ends the pump once everything received is
+written to stdout (sshd never half-closes, so the stdin side is done then too), and the proxy's
+exit closes stdout.
 """
 
 from __future__ import annotations

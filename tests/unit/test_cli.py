@@ -1,0 +1,342 @@
+"""cli.py: exact output of the commands, error reporting, and help texts with examples."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from interactive_slurm import __version__, cli, hostca, profiles
+
+from .fakes import FakeRunner, fail, ok
+
+SHIPPED = profiles.SHIPPED_DIR
+
+
+def invoke(group: click.Group, args: list[str]) -> click.testing.Result:
+    return CliRunner().invoke(group, args, catch_exceptions=False)
+
+
+def run_main(capsys: pytest.CaptureFixture[str], main: object, argv: list[str]) -> tuple[int, str, str]:
+    """Run a console-script entry point the way the shell does: exit status, stdout, stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)  # type: ignore[operator]
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
+    """The runner the commands get (through cli's one seam), scripted by each test."""
+    runner = FakeRunner()
+    monkeypatch.setattr(cli, "_runner", lambda: runner)
+    return runner
+
+
+# --------------------------------------------------------------------------------- version
+
+
+@pytest.mark.parametrize(
+    ("group", "text"),
+    [(cli.cli, "interactive-slurm, version"), (cli.remote_cli, "remote, version")],
+)
+def test_version(group: click.Group, text: str) -> None:
+    result = invoke(group, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"{text} {__version__}\n"
+
+
+def test_version_through_main(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(capsys, cli.main, ["--version"]) == (
+        0, f"interactive-slurm, version {__version__}\n", ""
+    )
+
+
+# -------------------------------------------------------------------------------- profiles
+
+
+def test_profiles_lists_shipped_profiles_and_marks_the_default(home: Path) -> None:
+    result = invoke(cli.cli, ["profiles"])
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"* default          {SHIPPED / 'default.toml'}\n"
+        f"  development      {SHIPPED / 'development.toml'}\n"
+        f"  gpu-intensive    {SHIPPED / 'gpu-intensive.toml'}\n"
+        f"  production       {SHIPPED / 'production.toml'}\n"
+    )
+    assert result.stderr == f"user profiles go in {home / 'config' / 'profiles'}\n"
+
+
+def test_profiles_shows_user_profiles_and_the_configured_default(home: Path) -> None:
+    (home / "config" / "profiles").mkdir(parents=True)
+    mine = home / "config" / "profiles" / "development.toml"
+    mine.write_text((SHIPPED / "development.toml").read_text())
+    (home / "config" / "config.toml").write_text('default_profile = "development"\n')
+    result = invoke(cli.cli, ["profiles"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[:2] == [
+        f"  default          {SHIPPED / 'default.toml'}",
+        f"* development      {mine}",
+    ]
+
+
+def test_profiles_default() -> None:
+    result = invoke(cli.cli, ["profiles", "default"])
+    assert result.exit_code == 0
+    assert result.stdout == (
+        f"default: Everyday work: a comfortable CPU node or one GPU. ({SHIPPED / 'default.toml'})\n"
+        "  cpu: --nodes=1 --ntasks=1 --time=08:00:00 --cpus-per-task=4 --mem=16G\n"
+        "  gpu: --nodes=1 --ntasks=1 --time=04:00:00 --cpus-per-task=12 --mem=32G --gres=gpu:1\n"
+    )
+    assert result.stderr == ""
+
+
+def test_profiles_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(capsys, cli.main, ["profiles", "nope"]) == (
+        1, "",
+        "error: unknown profile 'nope'; available profiles: default, development, gpu-intensive, "
+        "production\n",
+    )
+
+
+# ----------------------------------------------------------------------------------- proxy
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--profile", "../x"], "error: invalid profile name '../x': use lower-case letters, digits, "
+                                "_ and - (at most 32)\n"),
+        (["--profile", "A B"], "error: invalid profile name 'A B': use lower-case letters, digits, "
+                               "_ and - (at most 32)\n"),
+    ],
+)
+def test_proxy_with_a_bad_profile_fails_before_anything_runs(
+    capsys: pytest.CaptureFixture[str], fake: FakeRunner, args: list[str], message: str
+) -> None:
+    assert run_main(capsys, cli.main, ["proxy", "cpu", *args]) == (1, "", message)
+    assert fake.calls == []
+
+
+def test_proxy_with_a_bad_container(capsys: pytest.CaptureFixture[str], fake: FakeRunner) -> None:
+    code, out, err = run_main(capsys, cli.main, ["proxy", "cpu", "--container", "img;id"])
+    assert (code, out) == (2, "")
+    assert err.startswith("error: --container 'img;id': expected an image name or path")
+    assert err.count("\n") == 1
+    assert fake.calls == []
+
+
+def test_proxy_with_a_bad_kind(capsys: pytest.CaptureFixture[str], fake: FakeRunner) -> None:
+    code, out, err = run_main(capsys, cli.main, ["proxy", "tpu"])
+    assert (code, out) == (2, "")
+    assert "Invalid value for '{cpu|gpu}': 'tpu' is not one of 'cpu', 'gpu'." in err
+    assert fake.calls == []
+
+
+def test_proxy_with_a_broken_config(
+    capsys: pytest.CaptureFixture[str], fake: FakeRunner, home: Path
+) -> None:
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text("wait_timeout = 0\n")
+    assert run_main(capsys, cli.main, ["proxy", "cpu"]) == (
+        1, "", f"error: {home / 'config' / 'config.toml'}: wait_timeout = 0: expected seconds > 0\n"
+    )
+
+
+# ---------------------------------------------------------------------------------- remote
+
+LINES = (
+    "5|vscode-remote-cpu|PENDING|Resources||8:00:00|8:00:00|N/A|"
+    "interactive-slurm:kind=cpu,profile=default,res=abc,version=0.1.0\n"
+    "6|vscode-remote-gpu|RUNNING|None|node01|3:59:10|4:00:00|2026-11-23T12:00:00|"
+    "interactive-slurm:kind=gpu,profile=default,res=abc,version=0.1.0\n"
+    "7|train|RUNNING|None|node02|1:00:00|2:00:00|2026-11-23T11:00:00|\n"
+)
+
+
+def test_remote_list(fake: FakeRunner) -> None:
+    fake.script["squeue"] = [ok(LINES)]
+    result = invoke(cli.remote_cli, ["list"])
+    assert result.exit_code == 0
+    assert result.stdout == (
+        "JOBID  KIND  PROFILE  STATE               NODE    TIME_LEFT  ENDPOINT\n"
+        "5      cpu   default  PENDING(Resources)  -       8:00:00    -\n"
+        "6      gpu   default  RUNNING             node01  3:59:10    -\n"
+    )
+
+
+def test_remote_list_json(fake: FakeRunner) -> None:
+    fake.script["squeue"] = [ok(LINES)]
+    result = invoke(cli.remote_cli, ["list", "--json"])
+    assert result.exit_code == 0
+    assert '"job_id": "5"' in result.stdout and '"job_id": "7"' not in result.stdout
+
+
+def test_remote_list_when_slurm_fails(capsys: pytest.CaptureFixture[str], fake: FakeRunner) -> None:
+    fake.script["squeue"] = [fail("squeue: error: Unable to contact slurm controller\n")]
+    assert run_main(capsys, cli.remote_main, ["list"]) == (
+        1, "", "error: squeue failed (exit 1): squeue: error: Unable to contact slurm controller\n"
+    )
+
+
+def test_remote_cancel_by_kind(fake: FakeRunner) -> None:
+    fake.script.update(squeue=[ok(LINES)], scancel=[ok()])
+    result = invoke(cli.remote_cli, ["cancel", "gpu", "--yes"])
+    assert result.exit_code == 0
+    assert (result.stdout, result.stderr) == ("", "cancelled 6 (vscode-remote-gpu, RUNNING)\n")
+    assert fake.argvs("scancel") == [("scancel", "6")]
+
+
+def test_remote_cancel_never_touches_other_jobs(
+    capsys: pytest.CaptureFixture[str], fake: FakeRunner
+) -> None:
+    fake.script.update(squeue=[ok(LINES)], scancel=[ok()])
+    assert run_main(capsys, cli.remote_main, ["cancel", "7", "--yes"]) == (
+        2, "", "error: job 7 is not one of your interactive-slurm jobs (5, 6)\n"
+    )
+    assert fake.argvs("scancel") == []
+
+
+def test_remote_cancel_with_nothing_to_cancel(fake: FakeRunner) -> None:
+    fake.script["squeue"] = [ok("")]
+    result = invoke(cli.remote_cli, ["cancel", "--yes"])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "nothing to cancel\n")
+
+
+def test_remote_is_also_a_subcommand() -> None:
+    assert cli.cli.commands["remote"] is cli.remote_cli
+
+
+# ------------------------------------------------------------------------------------ help
+
+
+def walk(group: click.Command, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    yield path, group
+    if isinstance(group, click.Group):
+        for name, command in sorted(group.commands.items()):
+            yield from walk(command, (*path, name))
+
+
+COMMANDS = [*walk(cli.cli, ("interactive-slurm",)), *walk(cli.remote_cli, ("remote",))]
+
+
+def test_the_walk_finds_every_command() -> None:
+    names = {" ".join(path) for path, _ in COMMANDS}
+    assert {
+        "interactive-slurm", "interactive-slurm proxy", "interactive-slurm session",
+        "interactive-slurm trust", "interactive-slurm ssh-config", "interactive-slurm profiles",
+        "interactive-slurm remote", "interactive-slurm remote list",
+        "interactive-slurm remote cancel", "interactive-slurm remote ssh",
+        "interactive-slurm remote gpuswap", "remote", "remote list", "remote cancel",
+    } <= names
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_command_has_help_ending_with_an_example(
+    path: tuple[str, ...], command: click.Command
+) -> None:
+    assert command.help, f"{' '.join(path)} has no help text"
+    last_paragraph = command.help.strip().split("\n\n")[-1]
+    assert "Example" in last_paragraph, f"{' '.join(path)}: help does not end with an example"
+    example_lines = [line.strip() for line in last_paragraph.splitlines()[1:] if line.strip()]
+    assert example_lines, f"{' '.join(path)}: the example is empty"
+    result = CliRunner().invoke(cli.cli if path[0] == "interactive-slurm" else cli.remote_cli,
+                                [*path[1:], "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.stdout
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
+def test_every_option_has_help(path: tuple[str, ...], command: click.Command) -> None:
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{' '.join(path)} {param.opts[0]} has no help"
+
+
+def test_session_command_is_hidden() -> None:
+    result = invoke(cli.cli, ["--help"])
+    assert "  session" not in result.stdout
+    assert "  proxy" in result.stdout
+
+
+def test_session_outside_a_job(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeRunner
+) -> None:
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert run_main(
+        capsys, cli.main,
+        ["session", "--kind", "cpu", "--profile", "default", "--valid-for", "60"],
+    ) == (1, "", "error: `interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)\n")
+    assert fake.calls == []
+
+
+# ------------------------------------------------------------------------ ssh-config, trust
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
+
+
+def block(command: str, known_hosts: Path, login: str = "") -> str:
+    lines = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
+    if login:
+        lines.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in "
+                     f"{known_hosts}")
+    for kind in ("cpu", "gpu"):
+        lines += [
+            f"Host slurm-{kind}",
+            f"  ProxyCommand {command} proxy {kind}",
+            f"  HostKeyAlias {kind}.interactive-slurm",
+            f"  UserKnownHostsFile {known_hosts}",
+            "  StrictHostKeyChecking yes",
+            "  CheckHostIP no",
+            "  ServerAliveInterval 30",
+        ]
+    return "\n".join([*lines, "# END interactive-slurm"]) + "\n"
+
+
+@needs_ssh_keygen
+def test_ssh_config_prints_host_entries_and_writes_the_trust_file(home: Path) -> None:
+    result = invoke(cli.cli, ["ssh-config"])
+    assert result.exit_code == 0
+    known = home / "config" / "known_hosts"
+    script = Path(sys.executable).parent / "interactive-slurm"
+    command = str(script) if script.exists() else f"{sys.executable} -m interactive_slurm"
+    assert result.stdout == block(command, known)
+    ca_pub = (home / "state" / "hostca" / "ca.pub").read_text().strip()
+    assert known.read_text() == hostca.known_hosts_line(ca_pub) + "\n"
+
+
+def test_ssh_config_for_a_laptop_hops_through_the_login_node(home: Path) -> None:
+    result = invoke(cli.cli, ["ssh-config", "--login", "login01"])
+    assert result.exit_code == 0
+    known = home / "config" / "known_hosts"
+    assert result.stdout == block("ssh login01 interactive-slurm", known, login="login01")
+    assert not known.exists()  # the laptop makes no CA of its own: it trusts the cluster's
+    assert not (home / "state" / "hostca").exists()
+
+
+@needs_ssh_keygen
+def test_ssh_config_under_python_m_names_a_runnable_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    main_py = str(Path(cli.__file__).with_name("__main__.py"))
+    monkeypatch.setattr(sys, "argv", [main_py, "ssh-config"])
+    result = invoke(cli.cli, ["ssh-config"])
+    assert result.exit_code == 0
+    proxy_line = next(line for line in result.stdout.splitlines() if "ProxyCommand" in line)
+    program = proxy_line.split()[1]
+    assert os.access(program, os.X_OK) or shutil.which(program), proxy_line
+
+
+@needs_ssh_keygen
+def test_trust_prints_the_ca_line_and_writes_it(home: Path) -> None:
+    result = invoke(cli.cli, ["trust", "--write"])
+    assert result.exit_code == 0
+    ca_pub = (home / "state" / "hostca" / "ca.pub").read_text().strip()
+    assert result.stdout == f"@cert-authority *.interactive-slurm {ca_pub}\n"
+    assert result.stderr == f"wrote {home / 'config' / 'known_hosts'}\n"
+    assert (home / "config" / "known_hosts").read_text() == result.stdout

@@ -1,0 +1,113 @@
+"""config.py: defaults, a valid file, and errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from interactive_slurm import config, paths
+from interactive_slurm.config import Config
+from interactive_slurm.errors import ConfigError
+
+
+def write_config(text: str) -> Path:
+    path = paths.config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_config_file_lives_in_the_config_dir(home: Path) -> None:
+    assert paths.config_file() == home / "config" / "config.toml"
+
+
+def test_defaults_when_the_file_is_missing() -> None:
+    cfg = config.load()
+    assert cfg == Config(default_profile="default", wait_timeout=1800.0, sshd="/usr/sbin/sshd")
+    assert cfg.source is None
+
+
+def test_valid_file() -> None:
+    path = write_config(
+        'default_profile = "development"\nwait_timeout = 60\nsshd = "/opt/openssh/sbin/sshd"\n'
+    )
+    assert config.load() == Config(
+        default_profile="development", wait_timeout=60.0, sshd="/opt/openssh/sbin/sshd",
+        source=path,
+    )
+
+
+def test_partial_file_keeps_the_other_defaults() -> None:
+    path = write_config("wait_timeout = 12.5\n")
+    assert config.load() == Config(wait_timeout=12.5, source=path)
+
+
+def test_unknown_key_lists_the_valid_ones() -> None:
+    path = write_config("timeout = 5\n")
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value) == (
+        f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, sshd"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml_value", "shown"),
+    [
+        ("0", "0"),
+        ("-5", "-5"),
+        ('"60"', "'60'"),
+        ("true", "True"),
+        ("[60]", "[60]"),
+        pytest.param(
+            "nan", "nan",
+        ),
+    ],
+)
+def test_bad_wait_timeout(toml_value: str, shown: str) -> None:
+    path = write_config(f"wait_timeout = {toml_value}\n")
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value) == f"{path}: wait_timeout = {shown}: expected seconds > 0"
+
+
+@pytest.mark.parametrize("value", ["sbin/sshd", "sshd", "~/sshd", ""])
+def test_relative_sshd_path(value: str) -> None:
+    path = write_config(f'sshd = "{value}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value) == f"{path}: sshd = {value!r}: expected an absolute path"
+
+
+def test_bad_default_profile() -> None:
+    path = write_config('default_profile = "../x"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value).startswith(f"{path}: default_profile: invalid profile name '../x'")
+
+
+def test_invalid_toml_names_the_file() -> None:
+    path = write_config("wait_timeout = \n")
+    with pytest.raises(ConfigError, match=f"^{path}: not valid TOML"):
+        config.load()
+
+
+def test_interactive_slurm_config_points_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config("wait_timeout = 1\n")  # the usual file: must be ignored
+    other = tmp_path / "elsewhere" / "my.toml"
+    other.parent.mkdir()
+    other.write_text("wait_timeout = 99\n")
+    monkeypatch.setenv("INTERACTIVE_SLURM_CONFIG", str(other))
+    assert paths.config_file() == other
+    assert config.load() == Config(wait_timeout=99.0, source=other)
+
+
+def test_interactive_slurm_config_naming_a_missing_file_means_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config("wait_timeout = 1\n")
+    monkeypatch.setenv("INTERACTIVE_SLURM_CONFIG", str(tmp_path / "missing.toml"))
+    assert config.load() == Config()

@@ -1,0 +1,146 @@
+"""hostca.py: known_hosts merging (pure) and the CA with the real, local ssh-keygen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from interactive_slurm import hostca, paths
+from interactive_slurm.errors import EndpointError
+from interactive_slurm.runner import SubprocessRunner
+
+from .fakes import FakeRunner, ok
+
+CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewKey interactive-slurm host CA of u"
+OLD_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldKey interactive-slurm host CA of u"
+LINE = f"@cert-authority *.interactive-slurm {CA_PUB}"
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
+
+
+def test_known_hosts_line() -> None:
+    assert hostca.known_hosts_line(CA_PUB) == LINE
+
+
+def test_aliases() -> None:
+    assert hostca.kind_alias("gpu") == "gpu.interactive-slurm"
+    assert hostca.job_alias("42") == "job42.interactive-slurm"
+
+
+def test_merge_into_an_empty_file() -> None:
+    assert hostca.merge_known_hosts("", LINE) == LINE + "\n"
+
+
+def test_merge_keeps_unrelated_lines_and_replaces_the_old_ca_line() -> None:
+    existing = (
+        "login01 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILogin\n"
+        "# a comment\n"
+        f"@cert-authority *.interactive-slurm {OLD_PUB}\n"
+        "@cert-authority *.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther\n"
+    )
+    assert hostca.merge_known_hosts(existing, LINE) == (
+        "login01 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILogin\n"
+        "# a comment\n"
+        "@cert-authority *.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther\n"
+        f"{LINE}\n"
+    )
+
+
+def test_merge_is_idempotent() -> None:
+    once = hostca.merge_known_hosts("host1 ssh-ed25519 AAAA\n", LINE)
+    assert hostca.merge_known_hosts(once, LINE) == once
+    assert once.count("@cert-authority") == 1
+
+
+def test_write_known_hosts(tmp_path: Path) -> None:
+    path = tmp_path / "cfg" / "known_hosts"
+    hostca.write_known_hosts(path, LINE)
+    hostca.write_known_hosts(path, LINE)
+    assert path.read_text() == LINE + "\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+@needs_ssh_keygen
+def test_ensure_ca_makes_a_private_key_once(home: Path) -> None:
+    ca = hostca.ensure_ca(SubprocessRunner())
+    assert ca == home / "state" / "hostca" / "ca"
+    assert stat.S_IMODE(os.stat(ca).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(ca.parent).st_mode) == 0o700
+    pub = ca.with_suffix(".pub").read_text()
+    assert pub.startswith("ssh-ed25519 ")
+    assert "interactive-slurm host CA of " in pub
+    assert [p.name for p in paths.state_dir().iterdir()] == ["hostca"]  # no temp dir left
+    # A second call reuses the key: it must not run ssh-keygen (the fake knows no command).
+    assert hostca.ensure_ca(FakeRunner()) == ca
+    assert hostca.ca_public_key(FakeRunner()) == pub.strip()
+
+
+@needs_ssh_keygen
+def test_ensure_ca_refuses_a_group_writable_folder() -> None:
+    ca = hostca.ensure_ca(SubprocessRunner())
+    os.chmod(ca.parent, 0o770)
+    with pytest.raises(EndpointError, match="writable by group or others"):
+        hostca.ensure_ca(FakeRunner())
+
+
+@needs_ssh_keygen
+def test_sign_host_key_certifies_both_principals(tmp_path: Path) -> None:
+    runner = SubprocessRunner()
+    key = tmp_path / "host_ed25519_key"
+    runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+    cert = hostca.sign_host_key(
+        runner, key.with_suffix(".pub"), job_id="42", kind="cpu", valid_seconds=3600
+    )
+    assert cert == tmp_path / "host_ed25519_key-cert.pub"
+    listing = runner.run(["ssh-keygen", "-L", "-f", str(cert)]).stdout
+    lines = [line.strip() for line in listing.splitlines()]
+    assert "Type: ssh-ed25519-cert-v01@openssh.com host certificate" in lines
+    start = lines.index("Principals:")
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("Critical Options:"))
+    assert lines[start + 1:end] == ["cpu.interactive-slurm", "job42.interactive-slurm"]
+    assert "Key ID: \"interactive-slurm job 42\"" in lines
+    ca_fingerprint = runner.run(["ssh-keygen", "-l", "-f", str(hostca.ca_key()) + ".pub"])
+    assert ca_fingerprint.stdout.split()[1] in listing  # signed by the user's CA
+
+
+@pytest.mark.parametrize(
+    ("line", "blob"),
+    [
+        ("ssh-ed25519 AAAAC3Nza comment words", "AAAAC3Nza"),
+        ("[node01]:23456 ssh-ed25519 AAAAC3Nza", "AAAAC3Nza"),
+        ("node01 ecdsa-sha2-nistp256 AAAAE2Vj", "AAAAE2Vj"),
+        ("ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1 job42", "AAAAIHNzaC1"),
+        ("# node01:22 SSH-2.0-OpenSSH_9.2", ""),
+        ("ssh-ed25519", ""),
+        ("", ""),
+    ],
+)
+def test_key_blob(line: str, blob: str) -> None:
+    assert hostca.key_blob(line) == blob
+
+
+def test_scan_keys_reads_ssh_keyscan_output() -> None:
+    output = (
+        "# 127.0.0.1:2222 SSH-2.0-OpenSSH_9.2p1 Debian-2\n"
+        "[127.0.0.1]:2222 ssh-ed25519 AAAAkey1\n"
+    )
+    runner = FakeRunner({"ssh-keyscan": ok(output)})
+    assert hostca.scan_keys(runner, "127.0.0.1", 2222) == {"AAAAkey1"}
+    (call,) = runner.calls
+    assert call.argv == ("ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", "2222", "127.0.0.1")
+    assert call.check is False
+
+
+def test_scan_keys_for_certificates_retries_an_empty_answer() -> None:
+    runner = FakeRunner({"ssh-keyscan": [
+        ok(""),
+        ok("[127.0.0.1]:2222 ssh-ed25519-cert-v01@openssh.com AAAAcert1 job42\n"),
+    ]})
+    assert hostca.scan_keys(runner, "127.0.0.1", 2222, certs=True) == {"AAAAcert1"}
+    assert runner.argvs("ssh-keyscan") == [
+        ("ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", "2222", "-c", "127.0.0.1")
+    ] * 2

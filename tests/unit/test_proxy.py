@@ -1,0 +1,378 @@
+"""proxy.py: choosing a job, reuse-or-submit with a FakeRunner, waiting, progress."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interactive_slurm import endpoint, paths, profiles, proxy, slurm
+from interactive_slurm.config import Config
+from interactive_slurm.errors import ConfigError, EndpointError, JobEndedError, ProxyError
+from interactive_slurm.proxy import Progress, Request
+from interactive_slurm.slurm import Job
+
+from .fakes import FakeRunner, fail, ok
+
+DEFAULT_CPU_COMMENT = slurm.build_comment(
+    kind="cpu", profile="default", res_hash=profiles.resource_hash(profiles.load("default").cpu)
+)
+
+
+def job(job_id: str, state: str = "PENDING", *, kind: str = "cpu", profile: str = "default",
+        container: str = "", reason: str = "Resources", nodes: str = "",
+        start: str = "2026-11-23T16:10:00") -> Job:
+    comment = slurm.build_comment(kind=kind, profile=profile, res_hash="abc", container=container)
+    return Job(job_id, slurm.job_name(kind, profile), state, reason, nodes, "8:00:00", "8:00:00",
+               start, comment)
+
+
+def line(j: Job) -> str:
+    return "|".join([j.job_id, j.name, j.state, j.reason, j.nodes, j.time_left, j.time_limit,
+                     j.start_time, j.comment])
+
+
+def squeue(*jobs: Job) -> Any:
+    return ok("".join(line(j) + "\n" for j in jobs))
+
+
+# --------------------------------------------------------------------------------- matching
+
+
+def test_matching_prefers_running_then_oldest_and_excludes_others() -> None:
+    jobs = [
+        job("3", "PENDING"),
+        job("9", "RUNNING", nodes="n9"),
+        job("8", "RUNNING", nodes="n8"),
+        job("2", "PENDING"),
+        job("1", "RUNNING", kind="gpu"),
+        job("4", "RUNNING", profile="development"),
+        job("10", "RUNNING", container="img.sqsh"),
+        job("11", "FAILED"),
+        job("12", "COMPLETING"),
+    ]
+    assert [j.job_id for j in proxy.matching(jobs, Request("cpu", "default"))] == ["8", "9", "2", "3"]
+    assert [j.job_id for j in proxy.matching(jobs, Request("cpu", "default", "img.sqsh"))] == ["10"]
+    assert [j.job_id for j in proxy.matching(jobs, Request("gpu", "default"))] == ["1"]
+    assert proxy.matching(jobs, Request("gpu", "production")) == []
+
+
+def test_matching_orders_job_ids_numerically() -> None:
+    jobs = [job("100"), job("99")]
+    assert [j.job_id for j in proxy.matching(jobs, Request("cpu", "default"))] == ["99", "100"]
+
+
+# --------------------------------------------------------------------------------- progress
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_pipe_prints_plain_lines_without_repeats() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream)
+    for message in ["job 5 PENDING", "job 5 PENDING", "job 5 RUNNING", "job 5 RUNNING"]:
+        progress.show(message)
+    progress.done()
+    assert stream.getvalue() == "interactive-slurm: job 5 PENDING\ninteractive-slurm: job 5 RUNNING\n"
+
+
+def test_progress_on_a_terminal_rewrites_one_line() -> None:
+    stream = Tty()
+    progress = Progress(stream)
+    progress.show("a")
+    progress.show("a")
+    progress.show("b")
+    progress.done()
+    assert stream.getvalue() == (
+        "\r\033[Kinteractive-slurm: a\r\033[Kinteractive-slurm: b\r\033[K"
+    )
+
+
+@pytest.mark.parametrize(
+    ("j", "waited", "text"),
+    [
+        (job("5"), 3.7,
+         "job 5 (vscode-remote-cpu) PENDING (Resources), expected start 2026-11-23T16:10:00 [3s]"),
+        (job("5", reason="None", start="N/A"), 0, "job 5 (vscode-remote-cpu) PENDING [0s]"),
+        (job("5", reason="Priority", start="Unknown"), 61,
+         "job 5 (vscode-remote-cpu) PENDING (Priority) [61s]"),
+        (job("6", "RUNNING", kind="gpu", profile="development", nodes="node01", reason="None"), 12,
+         "job 6 (vscode-remote-gpu-development) RUNNING on node01, starting sshd [12s]"),
+        (job("7", "FAILED", reason="NonZeroExitCode"), 1, "job 7 (vscode-remote-cpu) FAILED [1s]"),
+    ],
+)
+def test_describe(j: Job, waited: float, text: str) -> None:
+    assert proxy.describe(j, waited) == text
+
+
+# ---------------------------------------------------------------------------------- acquire
+
+
+def test_acquire_reuses_a_running_job_without_sbatch() -> None:
+    runner = FakeRunner({"squeue": squeue(job("5", "PENDING"), job("6", "RUNNING", nodes="n1"))})
+    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    assert (acquired.job.job_id, acquired.submitted) == ("6", False)
+    assert runner.programs() == ["squeue"]
+
+
+def test_acquire_reuses_a_pending_job() -> None:
+    runner = FakeRunner({"squeue": squeue(job("5", "PENDING"), job("6", "RUNNING", kind="gpu"))})
+    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    assert (acquired.job.job_id, acquired.submitted) == ("5", False)
+    assert runner.programs() == ["squeue"]
+
+
+def test_acquire_submits_when_there_is_none() -> None:
+    runner = FakeRunner({
+        "squeue": [squeue(job("5", "RUNNING", kind="gpu")), squeue(job("7"))],
+        "sbatch": ok("7\n"),
+    })
+    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    assert (acquired.job.job_id, acquired.submitted) == ("7", True)
+    assert runner.programs() == ["squeue", "sbatch", "squeue"]
+    (call,) = [c for c in runner.calls if c.argv[0] == "sbatch"]
+    assert call.argv == (
+        "sbatch", "--parsable", "--job-name=vscode-remote-cpu", f"--comment={DEFAULT_CPU_COMMENT}",
+        f"--output={paths.logs_dir() / 'job-%j.log'}", f"--chdir={Path.home()}",
+        "--open-mode=append",
+        "--nodes=1", "--ntasks=1", "--time=08:00:00", "--cpus-per-task=4", "--mem=16G",
+    )
+    assert call.input == slurm.render_batch_script(
+        python=sys.executable, kind="cpu", profile="default", valid_for=8 * 3600
+    )
+    assert paths.logs_dir().is_dir()
+
+
+def test_acquire_submits_a_gpu_job_with_its_profile_and_container() -> None:
+    runner = FakeRunner({
+        "squeue": [ok(""), squeue(job("8", kind="gpu", profile="development", container="img"))],
+        "sbatch": ok("8;cluster\n"),
+    })
+    acquired = proxy.acquire(runner, Config(), Request("gpu", "development", "img"))
+    assert (acquired.job.job_id, acquired.submitted) == ("8", True)
+    (argv,) = runner.argvs("sbatch")
+    assert "--job-name=vscode-remote-gpu-development" in argv
+    assert "--gres=gpu:1" in argv
+    assert any(a.startswith("--comment=") and a.endswith(",container=img") for a in argv)
+    (call,) = [c for c in runner.calls if c.argv[0] == "sbatch"]
+    assert call.input is not None
+    assert call.input.splitlines()[-1].endswith(
+        "session --kind gpu --profile development --valid-for 7200 --container img"
+    )
+
+
+def test_acquire_cancels_its_own_job_when_an_older_one_raced_in() -> None:
+    runner = FakeRunner({
+        "squeue": [ok(""), squeue(job("5"), job("7"))],
+        "sbatch": ok("7\n"),
+        "scancel": ok(),
+    })
+    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    assert (acquired.job.job_id, acquired.submitted) == ("5", False)
+    assert runner.programs() == ["squeue", "sbatch", "squeue", "scancel"]
+    assert runner.argvs("scancel") == [("scancel", "7")]
+
+
+def test_acquire_asks_for_the_new_job_when_squeue_does_not_list_it_yet() -> None:
+    runner = FakeRunner({"squeue": [ok(""), ok(""), squeue(job("7"))], "sbatch": ok("7\n")})
+    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    assert (acquired.job.job_id, acquired.submitted) == ("7", True)
+    assert runner.argvs("squeue")[-1] == tuple(slurm.squeue_job_argv("7"))
+
+
+def test_acquire_fails_when_slurm_forgot_the_new_job() -> None:
+    runner = FakeRunner({
+        "squeue": [ok(""), ok(""), fail("slurm_load_jobs error: Invalid job id specified")],
+        "sbatch": ok("7\n"),
+    })
+    with pytest.raises(ProxyError, match="job 7 was submitted but Slurm does not know it"):
+        proxy.acquire(runner, Config(), Request("cpu", "default"))
+
+
+@pytest.mark.parametrize("profile", ["nope", "broken"])
+def test_acquire_with_a_bad_profile_submits_nothing(profile: str) -> None:
+    folder = paths.user_profiles_dir()
+    folder.mkdir(parents=True)
+    (folder / "broken.toml").write_text('[cpu]\ntime = "0"\ncpus = 1\nmem = "1G"\n')
+    runner = FakeRunner({"squeue": ok(""), "sbatch": ok("7\n")})
+    with pytest.raises(ConfigError):
+        proxy.acquire(runner, Config(), Request("cpu", profile))
+    assert runner.calls == []
+
+
+# ----------------------------------------------------------------------------------- Waiter
+
+
+class Clock:
+    """A monotonic clock that advances ``step`` seconds per reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        value = self.now
+        self.now += self.step
+        return value
+
+
+def waiter(runner: FakeRunner, *, timeout: float = 60, step: float = 0.0,
+           watch_fd: int | None = None, stream: io.StringIO | None = None) -> proxy.Waiter:
+    return proxy.Waiter(runner, "5", timeout=timeout, progress=Progress(stream or io.StringIO()),
+                        watch_fd=watch_fd, clock=Clock(step))
+
+
+def test_waiter_job_failed_mentions_state_and_log() -> None:
+    runner = FakeRunner({"squeue": squeue(job("5", "FAILED", reason="NonZeroExitCode"))})
+    with pytest.raises(JobEndedError) as info:
+        waiter(runner).wait()
+    assert str(info.value) == (
+        f"job 5 ended FAILED (NonZeroExitCode) before its session was ready; "
+        f"see {paths.job_log('5')}"
+    )
+
+
+def test_waiter_job_gone_from_the_queue() -> None:
+    runner = FakeRunner({"squeue": fail("slurm_load_jobs error: Invalid job id specified")})
+    with pytest.raises(JobEndedError) as info:
+        waiter(runner).wait()
+    assert str(info.value) == f"job 5 is gone from the queue; see {paths.job_log('5')}"
+
+
+def test_waiter_times_out_with_progress() -> None:
+    stream = io.StringIO()
+    runner = FakeRunner({"squeue": squeue(job("5"))})
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, timeout=10, step=100, stream=stream).wait()
+    assert type(info.value) is ProxyError
+    assert str(info.value) == (
+        "gave up after 10 s waiting for job 5 (wait_timeout in config.toml, or --timeout)"
+    )
+    assert stream.getvalue() == (
+        "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (Resources), "
+        "expected start 2026-11-23T16:10:00 [100s]\n"
+    )
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server
+
+
+def published(listener: socket.socket, host_key: str = "ssh-ed25519 AAAAjob5key") -> endpoint.Endpoint:
+    ep = endpoint.Endpoint(
+        job_id="5", kind="cpu", profile="default", host="127.0.0.1",
+        port=listener.getsockname()[1], host_key=host_key, sshd_pid=1, started_at=1.0,
+    )
+    endpoint.publish(ep)
+    return ep
+
+
+def test_waiter_connects_to_a_published_endpoint_without_asking_slurm(
+    listener: socket.socket,
+) -> None:
+    ep = published(listener)
+    port = listener.getsockname()[1]
+    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAjob5key\n")})
+    found, sock = waiter(runner).wait()
+    with sock:
+        assert found == ep
+        assert sock.getpeername() == listener.getsockname()
+    # Only the one-time key check ran: no squeue.
+    assert runner.argvs("ssh-keyscan") == [
+        ("ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port), "127.0.0.1")
+    ]
+
+
+def test_waiter_refuses_an_sshd_without_the_jobs_host_key(listener: socket.socket) -> None:
+    published(listener)
+    port = listener.getsockname()[1]
+    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAimpostor\n")})
+    with pytest.raises(EndpointError) as info:
+        waiter(runner).wait()
+    assert str(info.value) == (
+        f"refusing 127.0.0.1:{port}: the sshd there does not have job 5's host key "
+        "(another process may hold the port)"
+    )
+    assert runner.programs() == ["ssh-keyscan"]
+
+
+def test_verify_once_closes_the_socket_it_refuses(listener: socket.socket) -> None:
+    ep = published(listener)
+    sock = socket.create_connection(listener.getsockname()[:2], timeout=10)
+    runner = FakeRunner({"ssh-keyscan": ok("[127.0.0.1]:1 ssh-ed25519 AAAAother\n")})
+    with pytest.raises(EndpointError):
+        proxy.verify_once(runner, ep, sock)
+    assert sock.fileno() == -1
+
+
+def test_waiter_buffers_client_bytes_and_aborts_when_the_client_leaves() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"SSH-2.0-OpenSSH_9.2\r\n")
+        os.close(write_end)
+        w = waiter(FakeRunner({"squeue": squeue(job("5"))}), watch_fd=read_end)
+        with pytest.raises(proxy.Aborted, match="the ssh client closed the connection"):
+            w.wait()
+        assert w.buffered == b"SSH-2.0-OpenSSH_9.2\r\n"
+        assert proxy.Aborted.exit_code == 130
+    finally:
+        os.close(read_end)
+
+
+# ------------------------------------------------------------------------ cancel on give-up
+
+
+@pytest.mark.parametrize(
+    ("reply", "cancelled"),
+    [
+        (squeue(job("7", "PENDING")), True),
+        (squeue(job("7", "RUNNING", nodes="n1")), False),
+        (squeue(job("7", "FAILED")), False),
+        (fail("slurm_load_jobs error: Invalid job id specified"), False),
+    ],
+)
+def test_cancel_if_pending(reply: Any, cancelled: bool) -> None:
+    runner = FakeRunner({"squeue": reply, "scancel": ok()})
+    err = io.StringIO()
+    proxy.cancel_if_pending(runner, "7", err)
+    assert runner.argvs("scancel") == ([("scancel", "7")] if cancelled else [])
+    assert err.getvalue() == (
+        "interactive-slurm: cancelled pending job 7 that this proxy submitted\n" if cancelled else ""
+    )
+
+
+def test_ensure_session_giving_up_cancels_the_pending_job_it_submitted() -> None:
+    runner = FakeRunner({
+        "squeue": [ok(""), squeue(job("7"))],
+        "sbatch": ok("7\n"),
+        "scancel": ok(),
+    })
+    err = io.StringIO()
+    with pytest.raises(ProxyError, match="gave up after -1 s waiting for job 7"):
+        proxy.ensure_session(runner, Config(), Request("cpu", "default"), timeout=-1, err=err)
+    assert runner.argvs("scancel") == [("scancel", "7")]
+    assert err.getvalue().splitlines() == [
+        f"interactive-slurm: submitted job 7 (vscode-remote-cpu, profile default); "
+        f"log: {paths.job_log('7')}",
+        "interactive-slurm: job 7 (vscode-remote-cpu) PENDING (Resources), "
+        "expected start 2026-11-23T16:10:00 [0s]",
+        "interactive-slurm: cancelled pending job 7 that this proxy submitted",
+    ]
+
+
+def test_ensure_session_giving_up_keeps_a_reused_job() -> None:
+    runner = FakeRunner({"squeue": squeue(job("5")), "scancel": ok()})
+    with pytest.raises(ProxyError, match="gave up"):
+        proxy.ensure_session(runner, Config(), Request("cpu", "default"), timeout=-1,
+                             err=io.StringIO())
+    assert runner.argvs("scancel") == []

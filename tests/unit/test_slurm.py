@@ -1,0 +1,322 @@
+"""slurm.py: parsers tested with literal squeue/sbatch output, builders, runner-based calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from interactive_slurm import __version__, slurm
+from interactive_slurm.errors import SlurmError
+from interactive_slurm.slurm import Job
+
+from .fakes import FakeRunner, fail, ok
+
+OURS = f"interactive-slurm:kind=cpu,profile=default,res=abc,version={__version__}"
+
+# Literal lines in SQUEUE_FORMAT (%i|%j|%T|%r|%N|%L|%l|%S|%k).
+PENDING_LINE = (
+    "5|vscode-remote-cpu|PENDING|Resources||8:00:00|8:00:00|2026-11-23T16:10:00|"
+    "interactive-slurm:kind=cpu,profile=default,res=abc,version=0.1.0"
+)
+RUNNING_LINE = (
+    "6|vscode-remote-gpu-development|RUNNING|None|node01|3:59:10|4:00:00|2026-11-23T12:00:00|"
+    "interactive-slurm:kind=gpu,profile=development,res=0123456789,version=0.1.0,note=a|b"
+)
+FOREIGN_LINE = "7|train|RUNNING|None|node02|1:00:00|2:00:00|2026-11-23T11:00:00|lr=0.1|bs=32"
+NO_COMMENT_LINE = "8|vscode-remote-cpu|RUNNING|None|node03|1:00:00|8:00:00|2026-11-23T11:00:00|"
+
+
+def test_squeue_format() -> None:
+    assert slurm.SQUEUE_FORMAT == "%i|%j|%T|%r|%N|%L|%l|%S|%k"
+    assert slurm.squeue_mine_argv() == [
+        "squeue", "--me", "--noheader", "--format=%i|%j|%T|%r|%N|%L|%l|%S|%k"
+    ]
+    assert slurm.squeue_job_argv("42") == [
+        "squeue", "--jobs", "42", "--states=all", "--noheader",
+        "--format=%i|%j|%T|%r|%N|%L|%l|%S|%k",
+    ]
+
+
+# ---------------------------------------------------------------------------------- sbatch
+
+
+@pytest.mark.parametrize(
+    ("output", "job_id"),
+    [
+        ("123\n", "123"),
+        ("123", "123"),
+        ("123;cluster\n", "123"),
+        ("sbatch: warning: something\n456\n", "456"),
+    ],
+)
+def test_parse_sbatch(output: str, job_id: str) -> None:
+    assert slurm.parse_sbatch(output) == job_id
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["", "\n", "Submitted batch job 123\n", "abc;cluster\n", "-1\n", "12a\n"],
+)
+def test_parse_sbatch_rejects_garbage_quoting_it(output: str) -> None:
+    with pytest.raises(SlurmError) as info:
+        slurm.parse_sbatch(output)
+    assert str(info.value) == f'Could not make sense of sbatch output "{output.strip()}"'
+
+
+# ---------------------------------------------------------------------------------- squeue
+
+
+@pytest.mark.parametrize(
+    ("output", "jobs"),
+    [
+        ("", []),
+        ("\n  \n", []),
+        (
+            PENDING_LINE + "\n",
+            [Job("5", "vscode-remote-cpu", "PENDING", "Resources", "", "8:00:00", "8:00:00",
+                 "2026-11-23T16:10:00",
+                 "interactive-slurm:kind=cpu,profile=default,res=abc,version=0.1.0")],
+        ),
+        (
+            RUNNING_LINE + "\n" + FOREIGN_LINE + "\n",
+            [
+                Job("6", "vscode-remote-gpu-development", "RUNNING", "None", "node01", "3:59:10",
+                    "4:00:00", "2026-11-23T12:00:00",
+                    "interactive-slurm:kind=gpu,profile=development,res=0123456789,"
+                    "version=0.1.0,note=a|b"),
+                Job("7", "train", "RUNNING", "None", "node02", "1:00:00", "2:00:00",
+                    "2026-11-23T11:00:00", "lr=0.1|bs=32"),
+            ],
+        ),
+        (
+            "  9|vscode-remote-cpu|COMPLETED|None|node01|0:00|8:00:00|2026-11-23T10:00:00|x  \n",
+            [Job("9", "vscode-remote-cpu", "COMPLETED", "None", "node01", "0:00", "8:00:00",
+                 "2026-11-23T10:00:00", "x")],
+        ),
+    ],
+)
+def test_parse_squeue(output: str, jobs: list[Job]) -> None:
+    assert slurm.parse_squeue(output) == jobs
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "garbage",
+        "5|vscode-remote-cpu|PENDING",
+        "5|vscode-remote-cpu|PENDING|Resources||8:00:00|8:00:00|2026-11-23T16:10:00",
+        "|vscode-remote-cpu|PENDING|Resources||8:00:00|8:00:00|2026-11-23T16:10:00|c",
+    ],
+)
+def test_parse_squeue_rejects_a_malformed_line_quoting_it(line: str) -> None:
+    with pytest.raises(SlurmError) as info:
+        slurm.parse_squeue(PENDING_LINE + "\n" + line + "\n")
+    assert str(info.value) == f'Could not make sense of squeue output line "{line}"'
+
+
+def test_job_metadata_from_the_comment() -> None:
+    pending, running = slurm.parse_squeue(PENDING_LINE + "\n" + RUNNING_LINE)
+    assert (pending.kind, pending.profile, pending.container) == ("cpu", "default", "")
+    assert pending.meta == {"kind": "cpu", "profile": "default", "res": "abc", "version": "0.1.0"}
+    assert (running.kind, running.profile, running.meta["note"]) == ("gpu", "development", "a|b")
+
+
+@pytest.mark.parametrize(
+    ("line", "ours"),
+    [(PENDING_LINE, True), (RUNNING_LINE, True), (FOREIGN_LINE, False), (NO_COMMENT_LINE, False),
+     ("10|train|RUNNING|None|n|1:00|2:00|2026-11-23T11:00:00|" + OURS, False)],
+)
+def test_job_is_ours(line: str, ours: bool) -> None:
+    (job,) = slurm.parse_squeue(line)
+    assert job.is_ours is ours
+
+
+def test_foreign_job_has_no_metadata() -> None:
+    (job,) = slurm.parse_squeue(FOREIGN_LINE)
+    assert (job.meta, job.kind, job.profile, job.container) == ({}, None, None, "")
+
+
+@pytest.mark.parametrize(
+    ("state", "pending", "running", "ended"),
+    [
+        ("PENDING", True, False, False),
+        ("REQUEUED", True, False, False),
+        ("RUNNING", False, True, False),
+        ("CONFIGURING", False, True, False),
+        ("SUSPENDED", False, True, False),
+        ("COMPLETING", False, False, True),
+        ("COMPLETED", False, False, True),
+        ("FAILED", False, False, True),
+        ("CANCELLED", False, False, True),
+        ("TIMEOUT", False, False, True),
+        ("OUT_OF_MEMORY", False, False, True),
+        ("NODE_FAIL", False, False, True),
+    ],
+)
+def test_job_state_properties(state: str, pending: bool, running: bool, ended: bool) -> None:
+    job = Job("5", "vscode-remote-cpu", state, "None", "", "", "", "", OURS)
+    assert (job.pending, job.running, job.ended) == (pending, running, ended)
+
+
+# -------------------------------------------------------------------------------- builders
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "comment"),
+    [
+        (
+            {"kind": "cpu", "profile": "default", "res_hash": "0123456789"},
+            f"interactive-slurm:kind=cpu,profile=default,res=0123456789,version={__version__}",
+        ),
+        (
+            {"kind": "gpu", "profile": "gpu-intensive", "res_hash": "abc", "container": "nv/py:24"},
+            f"interactive-slurm:kind=gpu,profile=gpu-intensive,res=abc,version={__version__},"
+            "container=nv/py:24",
+        ),
+    ],
+)
+def test_build_and_parse_comment_round_trip(kwargs: dict[str, str], comment: str) -> None:
+    assert slurm.build_comment(**kwargs) == comment
+    meta = slurm.parse_comment(comment)
+    assert meta == {
+        "kind": kwargs["kind"], "profile": kwargs["profile"], "res": kwargs["res_hash"],
+        "version": __version__, **({"container": kwargs["container"]} if "container" in kwargs else {}),
+    }
+
+
+@pytest.mark.parametrize("comment", ["", "lr=0.1", "kind=cpu,profile=default"])
+def test_parse_comment_of_other_jobs_is_empty(comment: str) -> None:
+    assert slurm.parse_comment(comment) == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "profile", "name"),
+    [
+        ("cpu", "default", "vscode-remote-cpu"),
+        ("gpu", "default", "vscode-remote-gpu"),
+        ("gpu", "development", "vscode-remote-gpu-development"),
+    ],
+)
+def test_job_name(kind: str, profile: str, name: str) -> None:
+    assert slurm.job_name(kind, profile) == name
+
+
+def test_sbatch_argv() -> None:
+    assert slurm.sbatch_argv(
+        name="vscode-remote-cpu",
+        comment=OURS,
+        log_path=Path("/home/u/.local/state/interactive-slurm/logs/job-%j.log"),
+        workdir=Path("/home/u"),
+        resource_args=["--nodes=1", "--time=08:00:00"],
+    ) == [
+        "sbatch",
+        "--parsable",
+        "--job-name=vscode-remote-cpu",
+        f"--comment={OURS}",
+        "--output=/home/u/.local/state/interactive-slurm/logs/job-%j.log",
+        "--chdir=/home/u",
+        "--open-mode=append",
+        "--nodes=1",
+        "--time=08:00:00",
+    ]
+
+
+def test_render_batch_script_golden(golden: Callable[[str, str], None]) -> None:
+    script = slurm.render_batch_script(
+        python="/opt/interactive-slurm/venv/bin/python3", kind="gpu", profile="development",
+        valid_for=7200, container="nvcr.io/nvidia/pytorch:24.01-py3",
+    )
+    golden("session.sbatch", script)
+
+
+def test_render_batch_script_quotes_a_python_path_with_a_space() -> None:
+    script = slurm.render_batch_script(
+        python="/home/a user/venv/bin/python", kind="cpu", profile="default", valid_for=28800
+    )
+    assert script.startswith("#!/bin/bash\n")
+    assert script.splitlines()[-1] == (
+        "exec '/home/a user/venv/bin/python' -m interactive_slurm session --kind cpu "
+        "--profile default --valid-for 28800"
+    )
+
+
+# -------------------------------------------------------------------- calls through runner
+
+
+def test_submit_passes_the_script_on_stdin() -> None:
+    runner = FakeRunner({"sbatch": ok("77;cluster\n")})
+    argv = ["sbatch", "--parsable", "--job-name=vscode-remote-cpu"]
+    assert slurm.submit(runner, argv, "#!/bin/bash\nexec true\n") == "77"
+    (call,) = runner.calls
+    assert (call.argv, call.input) == (tuple(argv), "#!/bin/bash\nexec true\n")
+
+
+def test_submit_failure_quotes_sbatch_stderr() -> None:
+    stderr = "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    runner = FakeRunner({"sbatch": fail(stderr)})
+    with pytest.raises(SlurmError) as info:
+        slurm.submit(runner, ["sbatch", "--parsable"], "#!/bin/bash\n")
+    assert str(info.value) == (
+        "sbatch failed (exit 1): sbatch: error: Batch job submission failed: "
+        "Invalid partition name specified"
+    )
+    assert info.value.returncode == 1
+    assert info.value.stderr == stderr
+
+
+def test_submit_with_nonsense_output() -> None:
+    runner = FakeRunner({"sbatch": ok("Submitted batch job 5\n")})
+    with pytest.raises(SlurmError, match='sbatch output "Submitted batch job 5"'):
+        slurm.submit(runner, ["sbatch"], "")
+
+
+def test_my_jobs_keeps_only_this_tools_jobs() -> None:
+    output = "\n".join([PENDING_LINE, FOREIGN_LINE, RUNNING_LINE, NO_COMMENT_LINE]) + "\n"
+    runner = FakeRunner({"squeue": ok(output)})
+    assert [job.job_id for job in slurm.my_jobs(runner)] == ["5", "6"]
+    assert runner.argvs("squeue") == [tuple(slurm.squeue_mine_argv())]
+
+
+def test_my_jobs_failure_is_a_slurm_error() -> None:
+    runner = FakeRunner({"squeue": fail("squeue: error: Unable to contact slurm controller\n")})
+    with pytest.raises(SlurmError, match=r"squeue failed .*Unable to contact slurm controller"):
+        slurm.my_jobs(runner)
+
+
+def test_job_info_finds_the_job() -> None:
+    runner = FakeRunner({"squeue": ok(PENDING_LINE + "\n")})
+    job = slurm.job_info(runner, "5")
+    assert job is not None and (job.job_id, job.state) == ("5", "PENDING")
+    assert runner.argvs("squeue") == [tuple(slurm.squeue_job_argv("5"))]
+
+
+def test_job_info_of_an_unknown_job_is_none() -> None:
+    runner = FakeRunner({"squeue": fail("slurm_load_jobs error: Invalid job id specified\n")})
+    assert slurm.job_info(runner, "999") is None
+
+
+def test_job_info_without_a_matching_line_is_none() -> None:
+    runner = FakeRunner({"squeue": ok(PENDING_LINE + "\n")})
+    assert slurm.job_info(runner, "6") is None
+
+
+def test_job_info_other_failure_is_a_slurm_error() -> None:
+    runner = FakeRunner({"squeue": fail("slurm_load_jobs error: Socket timed out\n")})
+    with pytest.raises(SlurmError, match="Socket timed out"):
+        slurm.job_info(runner, "5")
+
+
+def test_cancel() -> None:
+    runner = FakeRunner({"scancel": ok()})
+    slurm.cancel(runner, [])
+    assert runner.calls == []
+    slurm.cancel(runner, ["5", "6"])
+    assert runner.argvs("scancel") == [("scancel", "5", "6")]
+
+
+def test_cancel_failure_quotes_scancel() -> None:
+    runner = FakeRunner({"scancel": fail("scancel: error: Kill job error on job id 5: Access denied\n")})
+    with pytest.raises(SlurmError, match="Access denied"):
+        slurm.cancel(runner, ["5"])
