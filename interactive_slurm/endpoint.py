@@ -91,9 +91,10 @@ def check_job_id(job_id: str) -> str:
 def read_job(job_id: str) -> Endpoint | None:
     check_job_id(job_id)
     path = paths.endpoint_file(job_id)
-    if not path.exists():
+    try:
+        return read(path)
+    except FileNotFoundError:
         return None
-    return read(path)
 
 
 def find(

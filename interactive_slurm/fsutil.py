@@ -38,10 +38,15 @@ def check_private(st: os.stat_result, path: Path) -> None:
 
 
 def read_private(path: Path) -> str:
-    """Read a file after checking it and its folder (no symlinks followed for the file)."""
+    """Read a file after checking it and its folder (no symlinks followed for the file).
+
+    FileNotFoundError passes through (no file is not an unsafe file).
+    """
     check_private(os.stat(path.parent), path.parent)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise EndpointError(f"{path}: cannot open: {exc.strerror}") from exc
     with os.fdopen(fd) as fh:

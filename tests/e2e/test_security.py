@@ -1,0 +1,230 @@
+"""Issue 4: strict host keys, port takeover, a second user, injection. Real Slurm and OpenSSH.
+
+The second user is ``isother``; ``scripts/test`` lets the test user run commands as it with sudo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REMOTE, TOOL, Harness, my_jobs, wait_for
+
+OTHER = "isother"
+
+
+def as_other(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sudo", "-n", "-u", OTHER, *argv], capture_output=True, text=True,
+                          **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def other_user() -> None:
+    if as_other("true").returncode != 0:
+        pytest.fail("cannot act as the second user isother (scripts/test sets up sudo for it)")
+
+
+def endpoint_of(h: Harness) -> dict[str, object]:
+    [path] = (h.home / "state" / "jobs").glob("*/endpoint.json")
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def kill_session_hard(ep: dict[str, object]) -> None:
+    """SIGKILL the session (no cleanup) and its sshd: the endpoint record stays behind."""
+    sshd = int(ep["sshd_pid"])  # type: ignore[call-overload]
+    session = int(Path(f"/proc/{sshd}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(session, signal.SIGKILL)
+    os.kill(sshd, signal.SIGKILL)
+    wait_for(lambda: not my_jobs(), 60, "the killed job to leave the queue")
+
+
+def test_strict_checking_new_job_and_replaced_job_no_prompt(harness: Harness) -> None:
+    config = harness.ssh_config.read_text()
+    assert "StrictHostKeyChecking yes" in config and "HostKeyAlias cpu.interactive-slurm" in config
+    known = (harness.home / "config" / "known_hosts").read_text().splitlines()
+    assert len(known) == 1 and known[0].startswith("@cert-authority *.interactive-slurm ssh-ed25519 ")
+    # Only the managed file is consulted, so the personal known_hosts plays no part.
+    opts = ("-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes")
+    first = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID", options=opts).stdout.strip()
+    subprocess.run(["scancel", first], check=True)
+    wait_for(lambda: not my_jobs(), 60, "the first job to end")
+    second = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID", options=opts).stdout.strip()
+    assert first != second  # a new host key, trusted through the CA, without a prompt
+
+
+LISTENER = textwrap.dedent("""
+    import socket, sys
+    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(); print("listening", flush=True)
+    conn, _ = srv.accept(); conn.settimeout(10)
+    conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 impostor\\r\\n")
+    got = b""
+    try:
+        while len(got) < 65536:
+            chunk = conn.recv(4096)
+            if not chunk: break
+            got += chunk
+    except OSError:
+        pass
+    sys.stdout.buffer.write(got)
+""")
+
+
+def test_port_takeover_by_a_listener_gets_no_credentials(harness: Harness, other_user: None,
+                                                          tmp_path: Path) -> None:
+    harness.ssh("slurm-cpu", "true")
+    ep = endpoint_of(harness)
+    kill_session_hard(ep)
+    thief = subprocess.Popen(["sudo", "-n", "-u", OTHER, "python3", "-c", LISTENER, str(ep["port"])],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert thief.stdout is not None
+        assert thief.stdout.readline() == b"listening\n"
+        result = harness.ssh("slurm-cpu", "echo should-not-run", check=False, timeout=60)
+        assert result.returncode == 255 and "should-not-run" not in result.stdout
+        got, _ = thief.communicate(timeout=30)
+    finally:
+        thief.kill()
+    # All the impostor saw is the client's banner and plaintext key exchange offer.
+    assert got.startswith(b"SSH-2.0-OpenSSH")
+    assert b"isuser" not in got and b"publickey" not in got
+
+
+def test_port_takeover_by_another_sshd_is_a_host_key_error(harness: Harness, other_user: None,
+                                                          tmp_path: Path) -> None:
+    harness.ssh("slurm-cpu", "true")
+    ep = endpoint_of(harness)
+    kill_session_hard(ep)
+    work = Path(as_other("mktemp", "-d", check=True).stdout.strip())
+    key, cfg, log = work / "key", work / "sshd_config", work / "sshd.log"
+    as_other("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), check=True)
+    as_other("sh", "-c", f"cat > {cfg}", input=(
+        f"Port {ep['port']}\nHostKey {key}\nPidFile {work}/pid\nUsePAM no\nLogLevel DEBUG\n"
+    ), check=True)
+    thief = subprocess.Popen(["sudo", "-n", "-u", OTHER, "/usr/sbin/sshd", "-D", "-f", str(cfg),
+                              "-E", str(log)])
+    try:
+        wait_for(lambda: as_other("ssh-keyscan", "-t", "ed25519", "-p", str(ep["port"]),
+                                  "127.0.0.1").stdout, 30, "the impostor sshd")
+        result = harness.ssh("slurm-cpu", "echo should-not-run", check=False, timeout=60)
+        assert result.returncode == 255
+        assert "Host key verification failed" in result.stderr
+        assert "Are you sure you want to continue connecting" not in result.stderr
+        sshd_log = as_other("cat", str(log)).stdout
+        assert "userauth-request" not in sshd_log  # no credentials were offered
+        assert "Connection" in sshd_log  # ...but the client did reach this sshd
+    finally:
+        as_other("pkill", "-f", str(cfg))
+        thief.wait(10)
+        as_other("rm", "-rf", str(work))
+
+
+def test_other_user_cannot_read_any_session_file(harness: Harness, other_user: None) -> None:
+    harness.ssh("slurm-cpu", "true")
+    ep = endpoint_of(harness)
+    state = harness.home / "state"
+    tmp = os.environ.get("TMPDIR", "/tmp")
+    [sshd_dir] = Path(tmp).glob(f"interactive-slurm-{ep['job_id']}-*")
+    sshd_config = sshd_dir / "sshd_config"
+    secret_files = [
+        state / "hostca" / "ca",
+        state / "jobs" / str(ep["job_id"]) / "endpoint.json",
+        state / "logs" / f"job-{ep['job_id']}.log",
+        sshd_config,
+        sshd_config.parent / "host_ed25519_key",
+    ]
+    for path in secret_files:
+        assert path.exists(), path
+        result = as_other("cat", str(path))
+        assert result.returncode != 0 and "Permission denied" in result.stderr, path
+    for folder in (state, state / "jobs", state / "hostca", state / "logs", sshd_config.parent):
+        assert (folder.stat().st_mode & 0o077) == 0, folder
+    assert (state / "hostca" / "ca").stat().st_mode & 0o777 == 0o600
+
+
+def test_forged_endpoint_of_another_user_is_refused(harness: Harness, other_user: None) -> None:
+    state = harness.home / "state"
+    jobs = state / "jobs"
+    jobs.mkdir(parents=True, mode=0o700, exist_ok=True)
+    # A careless chmod lets others into the tree; the records they plant must still be refused.
+    for folder in (harness.home, state):
+        folder.chmod(0o711)
+    jobs.chmod(0o777)
+    for parent in list(harness.home.parents)[:3]:
+        if parent.stat().st_uid == os.getuid():
+            parent.chmod(0o711)
+    record = {"job_id": "4242", "kind": "cpu", "profile": "default", "host": "127.0.0.1",
+              "port": 22, "host_key": "ssh-ed25519 AAAA", "sshd_pid": 1,
+              "started_at": time.time() + 3600, "container": "", "version": 1}
+    as_other("sh", "-c", f"umask 077; mkdir {jobs}/4242 && cat > {jobs}/4242/endpoint.json",
+             input=json.dumps(record), check=True)
+    refused = harness.remote("ssh", "4242", check=False)
+    assert refused.returncode == 1
+    assert f"{jobs}/4242: refusing: owned by uid" in refused.stderr
+    # The proxy skips it and starts a real session.
+    out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
+    assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
+    as_other("rm", "-rf", f"{jobs}/4242")
+
+
+def test_session_sshd_refuses_the_other_user(harness: Harness, other_user: None,
+                                              tmp_path: Path) -> None:
+    harness.ssh("slurm-cpu", "true")
+    ep = endpoint_of(harness)
+    known = tmp_path / "other_known_hosts"
+    known.write_text(f"[127.0.0.1]:{ep['port']} {ep['host_key']}\n")
+    known.chmod(0o644)
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:
+        if parent.stat().st_uid == os.getuid():
+            parent.chmod(parent.stat().st_mode | 0o011)
+    for login in (OTHER, "isuser"):  # as itself (AllowUsers), and as the owner (not its key)
+        result = as_other("ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                          "-o", f"UserKnownHostsFile={known}", "-p", str(ep["port"]),
+                          f"{login}@127.0.0.1", "echo", "in")
+        assert result.returncode == 255, result
+        assert "Permission denied (publickey)" in result.stderr
+        assert "in" not in result.stdout.split()
+
+
+@pytest.mark.parametrize("bad", ["x\ny", "a;id", "$(id)", "`id`", "a b", "../x", "--wrap=id"])
+def test_injection_from_the_command_line_is_refused(harness: Harness, bad: str) -> None:
+    for argv in (["proxy", "cpu", "--profile", bad], ["proxy", "cpu", "--container", bad]):
+        result = harness.tool(*argv, check=False)
+        assert result.returncode in (1, 2) and result.stderr.startswith("error: "), (argv, result)
+        assert result.stdout == ""
+    result = harness.run([str(REMOTE), "ssh", bad], check=False)
+    assert result.returncode != 0 and "error: " in result.stderr
+    assert my_jobs() == []
+
+
+def test_injection_through_config_is_refused(harness: Harness) -> None:
+    harness.write_config('sshd = "/usr/sbin/sshd\\n-oProxyCommand=id"\n')
+    result = harness.tool("proxy", "cpu", check=False)
+    assert result.returncode == 1 and "sshd = " in result.stderr and "absolute path" in result.stderr
+    assert my_jobs() == []
+
+
+def test_no_host_key_checking_is_ever_turned_off() -> None:
+    root = Path(__file__).resolve().parents[2]
+    banned = ["StrictHostKeyChecking" + sep + "no" for sep in (" ", "=")]
+    banned += ["UserKnownHostsFile" + sep + "/dev/null" for sep in (" ", "=")]
+    offenders = []
+    for path in root.rglob("*"):
+        if path.is_file() and ".git" not in path.parts and path.suffix in (
+            ".py", ".md", ".toml", ".sh", "", ".sbatch", ".txt", ".cfg"
+        ):
+            text = path.read_text(errors="replace")
+            offenders += [f"{path}: {b}" for b in banned if b in text]
+    assert offenders == []
+
+
+def test_tool_path_is_absolute() -> None:
+    assert TOOL.is_absolute()
