@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,17 @@ def find(
 def remove(job_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         paths.endpoint_file(job_id).unlink()
+
+
+def prune(live_job_ids: set[str]) -> list[str]:
+    """Remove the records of jobs that are no longer in the queue; returns their ids.
+
+    ``live_job_ids`` must come from a queue listing made *before* this call: a job is listed
+    from submission on, so a session that is still alive is never pruned.
+    """
+    removed = []
+    for ep in find():
+        if ep.job_id not in live_job_ids:
+            shutil.rmtree(paths.job_dir(ep.job_id), ignore_errors=True)
+            removed.append(ep.job_id)
+    return removed

@@ -124,7 +124,9 @@ def acquire(runner: Runner, cfg: Config, req: Request) -> Acquired:
     # Validate the profile before anything else: a bad profile submits nothing.
     profiles.load(req.profile).resources(req.kind)
     with user_lock():
-        found = matching(slurm.my_jobs(runner), req)
+        jobs = slurm.my_jobs(runner)
+        endpoint.prune({job.job_id for job in jobs})
+        found = matching(jobs, req)
         if found:
             return Acquired(found[0], submitted=False)
         job_id = submit(runner, cfg, req)

@@ -37,7 +37,9 @@ class Row:
 
 def sessions(runner: Runner) -> list[Row]:
     rows = []
-    for job in slurm.my_jobs(runner):
+    jobs = slurm.my_jobs(runner)
+    endpoint.prune({job.job_id for job in jobs})
+    for job in jobs:
         try:
             ep = endpoint.read_job(job.job_id)
         except (EndpointError, OSError):  # an unreadable or unsafe record shows as none

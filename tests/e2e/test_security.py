@@ -120,6 +120,12 @@ def test_port_takeover_by_another_sshd_is_a_host_key_error(harness: Harness, oth
         sshd_log = as_other("cat", str(log)).stdout
         assert "userauth-request" not in sshd_log  # no credentials were offered
         assert "Connection" in sshd_log  # ...but the client did reach this sshd
+        # `remote list` drops the record of the dead job; the next connect gets a new session
+        # while the impostor still holds the old port.
+        harness.remote("list")
+        assert not list((harness.home / "state" / "jobs").glob("*/endpoint.json"))
+        out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
+        assert f"JOB={my_jobs()[0]['id']}" in out
     finally:
         as_other("pkill", "-f", str(cfg))
         thief.wait(10)

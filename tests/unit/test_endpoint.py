@@ -182,3 +182,14 @@ def test_read_job_refuses_an_invalid_job_id(job_id: str) -> None:
 
 def test_check_job_id() -> None:
     assert endpoint.check_job_id("123456") == "123456"
+
+
+def test_prune_removes_only_records_of_jobs_that_left_the_queue(home: Path) -> None:
+    for job_id in ("11", "12"):
+        endpoint.publish(endpoint.Endpoint(
+            job_id=job_id, kind="cpu", profile="default", host="n1", port=2222,
+            host_key="ssh-ed25519 AAAA", sshd_pid=1, started_at=1.0,
+        ))
+    assert endpoint.prune({"12", "99"}) == ["11"]
+    assert not (home / "state" / "jobs" / "11").exists()
+    assert endpoint.read_job("12") is not None
