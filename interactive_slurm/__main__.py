@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from interactive_slurm.cli import main
+from interactive_slurm.entry import main
 
 main()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +133,8 @@ def prune(live_job_ids: set[str]) -> list[str]:
     ``live_job_ids`` must come from a queue listing made *before* this call: a job is listed
     from submission on, so a session that is still alive is never pruned.
     """
+    import shutil
+
     removed = []
     for ep in find():
         if ep.job_id not in live_job_ids:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from interactive_slurm.errors import EndpointError
@@ -13,6 +12,8 @@ from interactive_slurm.errors import EndpointError
 
 def write_private_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` via a temp file in the same folder and rename (no half file)."""
+    import tempfile  # not needed on the proxy's fast path
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:

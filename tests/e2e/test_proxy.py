@@ -167,3 +167,26 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def slurm_spy(harness: Harness, tmp_path: Path) -> Path:
+    """Put logging wrappers for the Slurm commands first on PATH; returns the log file."""
+    spy, log = tmp_path / "spy", tmp_path / "slurm-calls.log"
+    spy.mkdir()
+    for tool in ("squeue", "sbatch", "scancel", "scontrol", "sacct", "sinfo"):
+        wrapper = spy / tool
+        wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec /usr/bin/{tool} "$@"\n')
+        wrapper.chmod(0o755)
+    harness.env["PATH"] = f"{spy}:{harness.env['PATH']}"
+    log.touch()
+    return log
+
+
+def test_reusing_a_session_asks_slurm_nothing(harness: Harness, tmp_path: Path) -> None:
+    log = slurm_spy(harness, tmp_path)
+    harness.ssh("slurm-cpu", "true")
+    assert "sbatch" in log.read_text()  # the spy sees the slow path
+    log.write_text("")
+    for _ in range(3):
+        harness.ssh("slurm-cpu", "true")
+    assert log.read_text() == ""

@@ -1,0 +1,25 @@
+"""Connect to the first live endpoint (shared by the lean entry and the proxy)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+
+from interactive_slurm.endpoint import Endpoint
+
+CONNECT_TIMEOUT = 5.0
+
+
+def connect(ep: Endpoint, timeout: float = CONNECT_TIMEOUT) -> socket.socket | None:
+    try:
+        return socket.create_connection((ep.host, ep.port), timeout=timeout)
+    except OSError:
+        return None
+
+
+def connect_first(endpoints: Iterable[Endpoint]) -> socket.socket | None:
+    for ep in endpoints:
+        sock = connect(ep)
+        if sock is not None:
+            return sock
+    return None
