@@ -96,8 +96,9 @@ def main() -> None:
 
     [record] = (home / "state" / "jobs").glob("*/endpoint.json")
     ep = json.loads(record.read_text())
-    direct = [*ssh, "-o", f"HostKeyAlias=job{ep['job_id']}.interactive-slurm", "-p", str(ep["port"]),
-              ep["host"], "true"]
+    direct = [*ssh, "-o", f"HostKeyAlias=job{ep['job_id']}.interactive-slurm",
+              "-o", f"UserKnownHostsFile={home / 'config' / 'known_hosts'}",
+              "-o", "StrictHostKeyChecking=yes", "-p", str(ep["port"]), ep["host"], "true"]
     rows.append(("ssh straight to the session's sshd", timed(lambda: run(direct, env), opts.runs)))
 
     spy = home / "spy"
