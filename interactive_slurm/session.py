@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from interactive_slurm import __version__, endpoint, hostca, paths
+from interactive_slurm.containers import Enroot
 from interactive_slurm.errors import CommandError, SessionError
 from interactive_slurm.runner import Runner, spawn
 
@@ -115,6 +116,7 @@ class Session:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.published = False
+        self.runtime = Enroot(spec.container, spec.job_id) if spec.container else None
 
     def say(self, message: str) -> None:
         print(f"interactive-slurm session {self.spec.job_id}: {message}", file=self.log, flush=True)
@@ -146,12 +148,19 @@ class Session:
 
     def penalties_option(self, key: Path, cert: Path) -> str:
         """``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections."""
+        assert self.tmp is not None
         cfg = self.write_config(key, cert, 22, "PerSourcePenalties no")
-        check = self.runner.run([self.spec.sshd, "-t", "-f", str(cfg)], check=False)
+        argv = [self.spec.sshd, "-t", "-f", str(cfg)]
+        if self.runtime is not None:
+            argv = self.runtime.wrap(argv, mounts=[self.tmp])
+        check = self.runner.run(argv, check=False)
         return "PerSourcePenalties no" if check.returncode == 0 else ""
 
     def start_sshd(self, key: Path, cert: Path) -> None:
         assert self.tmp is not None
+        if self.runtime is not None:
+            self.say(f"creating {self.runtime.name} container from {self.spec.container}")
+            self.runtime.prepare(self.runner, self.tmp)
         extra = self.penalties_option(key, cert)
         rng = random.SystemRandom()
         errors = []
@@ -160,10 +169,10 @@ class Session:
             cfg = self.write_config(key, cert, port, extra)
             log = self.tmp / "sshd.log"
             log.write_text("")
-            self.proc = spawn(
-                [self.spec.sshd, "-D", "-f", str(cfg), "-E", str(log)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            )
+            argv = [self.spec.sshd, "-D", "-f", str(cfg), "-E", str(log)]
+            if self.runtime is not None:
+                argv = self.runtime.wrap(argv, mounts=[self.tmp])
+            self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             if self.wait_ready(port, log):
                 self.port = port
                 self.check_certified(cert)
@@ -242,6 +251,8 @@ class Session:
     def cleanup(self) -> None:
         endpoint.remove(self.spec.job_id)
         self.stop_sshd()
+        if self.runtime is not None:
+            self.runtime.cleanup(self.runner)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(paths.job_dir(self.spec.job_id), ignore_errors=True)
@@ -266,7 +277,11 @@ def spec_from_env(
     job_id = env.get("SLURM_JOB_ID", "")
     if not endpoint.is_job_id(job_id):
         raise SessionError("`interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)")
-    if not os.path.isabs(sshd) or not os.access(sshd, os.X_OK):
+    if container:
+        if not Enroot(container, job_id).available():
+            raise SessionError(f"profile asks for container {container!r}, but enroot is not "
+                               f"installed on {socket.gethostname()}")
+    elif not os.path.isabs(sshd) or not os.access(sshd, os.X_OK):
         raise SessionError(f"sshd not found at {sshd} on {socket.gethostname()} "
                            "(set `sshd` in config.toml)")
     return SessionSpec(job_id, kind, profile, valid_for, sshd, container)

@@ -156,9 +156,27 @@ def test_spec_from_env(tmp_path: Path) -> None:
     sshd = fake_sshd(tmp_path)
     spec = session.spec_from_env(
         {"SLURM_JOB_ID": "42"}, kind="gpu", profile="development", valid_for=7200, sshd=sshd,
-        container="img.sqsh",
+        container="",
     )
-    assert spec == SessionSpec("42", "gpu", "development", 7200, sshd, "img.sqsh")
+    assert spec == SessionSpec("42", "gpu", "development", 7200, sshd, "")
+
+
+def test_spec_from_env_with_a_container_needs_enroot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SessionError) as info:
+        session.spec_from_env({"SLURM_JOB_ID": "42"}, kind="gpu", profile="default",
+                              valid_for=60, sshd="/usr/sbin/sshd", container="img.sqsh")
+    assert str(info.value) == (
+        f"profile asks for container 'img.sqsh', but enroot is not installed on {socket.gethostname()}"
+    )
+    enroot = tmp_path / "enroot"
+    enroot.write_text("#!/bin/sh\n")
+    enroot.chmod(0o755)
+    spec = session.spec_from_env({"SLURM_JOB_ID": "42"}, kind="gpu", profile="default",
+                                 valid_for=60, sshd="/usr/sbin/sshd", container="img.sqsh")
+    assert spec.container == "img.sqsh"
 
 
 @pytest.mark.parametrize("env", [{}, {"SLURM_JOB_ID": ""}, {"SLURM_JOB_ID": "12a"}])
