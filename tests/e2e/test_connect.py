@@ -138,3 +138,49 @@ def test_gpu_intensive_profile_gets_four_gpus(harness: Harness) -> None:
     out = harness.ssh("slurm-gpu", "echo GPUS=$CUDA_VISIBLE_DEVICES").stdout
     assert "GPUS=0,1,2,3" in out
     assert [j["name"] for j in my_jobs()] == ["vscode-remote-gpu-gpu-intensive"]
+
+
+def socks5_get(proxy_port: int, target_port: int, payload: bytes) -> bytes:
+    """Minimal SOCKS5 CONNECT to 127.0.0.1:target_port through ssh -D, then one exchange."""
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as s:
+        s.sendall(b"\x05\x01\x00")
+        assert s.recv(2) == b"\x05\x00"
+        s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + target_port.to_bytes(2, "big"))
+        reply = s.recv(10)
+        assert reply[:2] == b"\x05\x00", reply
+        s.sendall(payload)
+        return s.recv(100)
+
+
+def test_vscode_style_connection_bash_on_stdin_and_dynamic_forward(harness: Harness) -> None:
+    """What VS Code Remote-SSH does: `ssh -T -D PORT host bash`, a script on stdin, SOCKS."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    target = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"server says " + conn.recv(100))
+
+    threading.Thread(target=answer, daemon=True).start()
+    socks = _free_port()
+    proc = subprocess.Popen(
+        ["ssh", "-F", str(harness.ssh_config), "-o", "BatchMode=yes", "-T", "-D", str(socks),
+         "-o", "ExitOnForwardFailure=yes", "slurm-cpu", "bash"],
+        env=harness.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b'echo "ready: job $SLURM_JOB_ID"\n')
+        proc.stdin.flush()
+        line = proc.stdout.readline().decode()
+        assert line.startswith("ready: job ") and line.split()[-1] == my_jobs()[0]["id"]
+        assert socks5_get(socks, target, b"hi") == b"server says hi"
+        proc.stdin.write(b"exit 0\n")
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        server.close()

@@ -190,3 +190,13 @@ def test_reusing_a_session_asks_slurm_nothing(harness: Harness, tmp_path: Path) 
     for _ in range(3):
         harness.ssh("slurm-cpu", "true")
     assert log.read_text() == ""
+
+
+def test_crashed_sshd_is_reported_in_the_job_log(harness: Harness) -> None:
+    job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
+    record = json.loads((harness.home / "state" / "jobs" / job / "endpoint.json").read_text())
+    os.kill(record["sshd_pid"], signal.SIGKILL)
+    wait_for(lambda: not my_jobs(), 60, "the job to end after its sshd died")
+    log = (harness.home / "state" / "logs" / f"job-{job}.log").read_text()
+    assert "sshd exited unexpectedly (status -9)" in log
+    assert not (harness.home / "state" / "jobs" / job).exists()

@@ -1,0 +1,70 @@
+"""The lean console entry: which proxy calls take the fast path, and the fallback to click."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from interactive_slurm import entry, proxy
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["cpu"], ("cpu", None, "")),
+        (["gpu", "--profile", "development"], ("gpu", "development", "")),
+        (["cpu", "--profile=dev", "--container=img.sqsh"], ("cpu", "dev", "img.sqsh")),
+        (["cpu", "--timeout", "30"], ("cpu", None, "")),
+        ([], None),
+        (["tpu"], None),
+        (["cpu", "--help"], None),
+        (["cpu", "--profile"], None),
+        (["cpu", "extra"], None),
+    ],
+)
+def test_parse_proxy_args(args: list[str], expected: object) -> None:
+    assert entry.parse_proxy_args(args) == expected
+
+
+def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
+    code = (
+        "import sys; from interactive_slurm import entry;"
+        "entry.fast_socket('cpu', 'default', '');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'click'"
+        " or m in ('interactive_slurm.slurm', 'interactive_slurm.proxy', 'interactive_slurm.cli',"
+        " 'interactive_slurm.profiles', 'tomllib')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_live_session_falls_through_to_the_full_cli(capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["interactive-slurm", "proxy", "cpu", "--profile", "../x"])
+    with pytest.raises(SystemExit) as info:
+        entry.main()
+    assert info.value.code == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: invalid profile name '../x'")
+
+
+class TTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rewrites_one_line_on_a_terminal() -> None:
+    stream = TTY()
+    progress = proxy.Progress(stream)
+    progress.show("job 1 PENDING [0s]")
+    progress.show("job 1 PENDING [0s]")
+    progress.show("job 1 RUNNING [2s]")
+    progress.done()
+    assert stream.getvalue() == (
+        "\r\x1b[Kinteractive-slurm: job 1 PENDING [0s]"
+        "\r\x1b[Kinteractive-slurm: job 1 RUNNING [2s]"
+        "\r\x1b[K"
+    )
