@@ -108,8 +108,14 @@ def submit(runner: Runner, cfg: Config, req: Request) -> str:
     return slurm.submit(runner, argv, script)
 
 
-def acquire(runner: Runner, cfg: Config, req: Request) -> Acquired:
-    """Reuse or submit, under the per-user lock, so concurrent proxies share one job."""
+def acquire(
+    runner: Runner, cfg: Config, req: Request, on_submit: Callable[[str], None] = lambda _: None
+) -> Acquired:
+    """Reuse or submit, under the per-user lock, so concurrent proxies share one job.
+
+    ``on_submit`` learns the new job's id before any signal can interrupt (they are blocked
+    while sbatch runs), so an abort can always cancel what this proxy submitted.
+    """
     # Validate the profile before anything else: a bad profile submits nothing.
     profiles.load(req.profile).resources(req.kind)
     with user_lock():
@@ -118,7 +124,9 @@ def acquire(runner: Runner, cfg: Config, req: Request) -> Acquired:
         found = matching(jobs, req)
         if found:
             return Acquired(found[0], submitted=False)
-        job_id = submit(runner, cfg, req)
+        with signals_blocked():
+            job_id = submit(runner, cfg, req)
+            on_submit(job_id)
         found = matching(slurm.my_jobs(runner), req)
         winner = found[0] if found else None
         if winner is not None and winner.job_id != job_id:
@@ -262,6 +270,19 @@ def verify_once(runner: Runner, ep: endpoint.Endpoint, sock: socket.socket) -> N
         )
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Hold SIGTERM/SIGHUP/SIGINT until the block ends (they are delivered then)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 @contextmanager
 def abort_on_signals() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP/SIGINT into :class:`Aborted` while waiting."""
@@ -269,8 +290,7 @@ def abort_on_signals() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Aborted(f"interrupted by {signal.Signals(signum).name}")
 
-    sigs = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    old = {s: signal.signal(s, handler) for s in sigs}
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -291,10 +311,10 @@ def ensure_session(
     watch_fd: int | None = None,
 ) -> tuple[endpoint.Endpoint, socket.socket, bytes]:
     """Reuse or submit, then wait until the session answers (the slow path)."""
-    acquired: Acquired | None = None
+    submitted: list[str] = []
     try:
         with abort_on_signals():
-            acquired = acquire(runner, cfg, req)
+            acquired = acquire(runner, cfg, req, on_submit=submitted.append)
             job = acquired.job
             verb = "submitted" if acquired.submitted else "reusing"
             err.write(f"interactive-slurm: {verb} job {job.job_id} ({job.name}, profile "
@@ -305,9 +325,9 @@ def ensure_session(
             ep, sock = waiter.wait()
             return ep, sock, waiter.buffered
     except InteractiveSlurmError:
-        if acquired is not None and acquired.submitted:
-            with abort_on_signals():
-                cancel_if_pending(runner, acquired.job.job_id, err)
+        if submitted:
+            with signals_blocked():  # a second Ctrl-C waits for the cancel
+                cancel_if_pending(runner, submitted[0], err)
         raise
 
 

@@ -116,10 +116,13 @@ class Session:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.published = False
+        self.started = time.monotonic()
         self.runtime = Enroot(spec.container, spec.job_id) if spec.container else None
 
     def say(self, message: str) -> None:
-        print(f"interactive-slurm session {self.spec.job_id}: {message}", file=self.log, flush=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"{stamp} interactive-slurm session {self.spec.job_id}: {message}", file=self.log,
+              flush=True)
 
     def prepare(self) -> tuple[Path, Path]:
         paths.ensure_private_dir(paths.job_dir(self.spec.job_id))
@@ -216,7 +219,8 @@ class Session:
         )
         path = endpoint.publish(ep)
         self.published = True
-        self.say(f"ready: sshd pid {self.proc.pid} on {ep.host}:{ep.port}; endpoint {path}")
+        self.say(f"ready in {time.monotonic() - self.started:.2f} s: sshd pid {self.proc.pid} on "
+                 f"{ep.host}:{ep.port}; endpoint {path}")
 
     def wait(self) -> int:
         """Block until a stop signal or sshd's exit; return the session's exit status."""
