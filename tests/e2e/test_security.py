@@ -171,13 +171,15 @@ def test_forged_endpoint_of_another_user_is_refused(harness: Harness, other_user
               "started_at": time.time() + 3600, "container": "", "version": 1}
     as_other("sh", "-c", f"umask 077; mkdir {jobs}/4242 && cat > {jobs}/4242/endpoint.json",
              input=json.dumps(record), check=True)
-    refused = harness.remote("ssh", "4242", check=False)
-    assert refused.returncode == 1
-    assert f"{jobs}/4242: refusing: owned by uid" in refused.stderr
-    # The proxy skips it and starts a real session.
-    out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
-    assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
-    as_other("rm", "-rf", f"{jobs}/4242")
+    try:
+        refused = harness.remote("ssh", "4242", check=False)
+        assert refused.returncode == 1
+        assert f"{jobs}/4242: refusing: owned by uid" in refused.stderr
+        # The proxy skips it and starts a real session.
+        out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
+        assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
+    finally:
+        as_other("rm", "-rf", f"{jobs}/4242")
 
 
 def test_session_sshd_refuses_the_other_user(harness: Harness, other_user: None,
