@@ -200,3 +200,15 @@ def test_crashed_sshd_is_reported_in_the_job_log(harness: Harness) -> None:
     log = (harness.home / "state" / "logs" / f"job-{job}.log").read_text()
     assert "sshd exited unexpectedly (status -9)" in log
     assert not (harness.home / "state" / "jobs" / job).exists()
+
+
+def test_overall_timeout_gives_up_and_cancels_its_pending_job(harness: Harness) -> None:
+    harness.write_profile("later", LATER)
+    proc = harness.proxy("cpu", "--profile", "later", "--timeout", "3")
+    proc.wait(timeout=60)  # stdin stays open: the ssh client is still there
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read().decode()
+    assert proc.returncode == 1 and out == b""
+    assert "error: gave up after 3 s waiting for job" in err
+    assert "cancelled pending job" in err
+    wait_for(lambda: not my_jobs(), 30, "the pending job to be cancelled")

@@ -60,3 +60,43 @@ def test_gpuswap_replace_cancels_the_cpu_job_once_the_gpu_one_is_ready(harness: 
              "the CPU job to be replaced")
     assert cpu not in [j["id"] for j in my_jobs()]
     assert "GPUS=0" in harness.ssh("slurm-gpu", "echo GPUS=$CUDA_VISIBLE_DEVICES").stdout
+
+
+def run_on_tty(h: Harness, argv: list[str], answer: bytes) -> tuple[int, bytes]:
+    """Run argv on a pseudo-terminal, answer its prompt, return (exit status, screen)."""
+    import os
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execve(argv[0], argv, h.env)
+    screen = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([fd], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if not answered and b"[y/N]" in screen:
+            os.write(fd, answer)
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), screen
+
+
+def test_cancel_asks_on_a_terminal(harness: Harness) -> None:
+    job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
+    code, screen = run_on_tty(harness, [str(REMOTE), "cancel", "cpu"], b"n\n")
+    assert f"cancel {job} (vscode-remote-cpu, RUNNING)? [y/N]".encode() in screen
+    assert code == 130 and [j["id"] for j in my_jobs()] == [job]
+    code, screen = run_on_tty(harness, [str(REMOTE), "cancel", "cpu"], b"y\n")
+    assert code == 0 and f"cancelled {job}".encode() in screen
+    wait_for(lambda: not my_jobs(), 60, "the job to be cancelled")
