@@ -8,7 +8,8 @@
      │    └── SlurmError             sbatch/squeue/scancel said no, or printed nonsense
      ├── SessionError                the compute-node side could not start or serve sshd
      ├── ProxyError                  the proxy could not reach a session
-     │    └── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
+     │    ├── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
+     │    └── Aborted                the user gave up: a signal, or ssh closed stdin (exit 130)
      ├── EndpointError               an endpoint record is unreadable, unsafe or forged
      └── UsageError                  a command-line value is invalid
 """
@@ -49,6 +50,12 @@ class ProxyError(InteractiveSlurmError):
 
 class JobEndedError(ProxyError):
     """The job left the queue (FAILED, CANCELLED, TIMEOUT, ...) before its sshd was ready."""
+
+
+class Aborted(ProxyError):
+    """The user gave up while waiting (a signal, or the ssh client closed our stdin)."""
+
+    exit_code = 130
 
 
 class EndpointError(InteractiveSlurmError):

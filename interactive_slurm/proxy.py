@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Callable, TextIO
@@ -25,6 +25,7 @@ from typing import Callable, TextIO
 from interactive_slurm import endpoint, paths, profiles, slurm
 from interactive_slurm.config import Config
 from interactive_slurm.errors import (
+    Aborted,
     EndpointError,
     InteractiveSlurmError,
     JobEndedError,
@@ -38,12 +39,6 @@ STAT_INTERVAL = 0.25
 BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
-class Aborted(ProxyError):
-    """The user gave up (signal, or the ssh client closed our stdin)."""
-
-    exit_code = 130
-
-
 @dataclass
 class Request:
     kind: str
@@ -55,7 +50,7 @@ class Request:
 class Acquired:
     job: slurm.Job
     submitted: bool
-    notes: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 def fast_path(req: Request) -> socket.socket | None:
@@ -117,13 +112,18 @@ def acquire(
     while sbatch runs), so an abort can always cancel what this proxy submitted.
     """
     # Validate the profile before anything else: a bad profile submits nothing.
-    profiles.load(req.profile).resources(req.kind)
+    res = profiles.load(req.profile).resources(req.kind)
     with user_lock():
         jobs = slurm.my_jobs(runner)
         endpoint.prune({job.job_id for job in jobs})
         found = matching(jobs, req)
         if found:
-            return Acquired(found[0], submitted=False)
+            job = found[0]
+            note = ""
+            if job.meta.get("res") not in (None, profiles.resource_hash(res)):
+                note = (f"job {job.job_id} was submitted before profile {req.profile!r} changed; "
+                        f"`remote cancel {job.job_id}` to get the new resources next time")
+            return Acquired(job, submitted=False, note=note)
         with signals_blocked():
             job_id = submit(runner, cfg, req)
             on_submit(job_id)
@@ -133,10 +133,10 @@ def acquire(
             # Another login node submitted too: keep the older job, cancel ours.
             slurm.cancel(runner, [job_id])
             return Acquired(winner, submitted=False)
-        job = winner or slurm.job_info(runner, job_id)
-        if job is None:
+        mine = winner or slurm.job_info(runner, job_id)
+        if mine is None:
             raise ProxyError(f"job {job_id} was submitted but Slurm does not know it")
-        return Acquired(job, submitted=True)
+        return Acquired(mine, submitted=True)
 
 
 class Progress:
@@ -319,6 +319,8 @@ def ensure_session(
             verb = "submitted" if acquired.submitted else "reusing"
             err.write(f"interactive-slurm: {verb} job {job.job_id} ({job.name}, profile "
                       f"{req.profile}); log: {paths.job_log(job.job_id)}\n")
+            if acquired.note:
+                err.write(f"interactive-slurm: note: {acquired.note}\n")
             err.flush()
             waiter = Waiter(runner, job.job_id, timeout=timeout, progress=Progress(err),
                             watch_fd=watch_fd)
