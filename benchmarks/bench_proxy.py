@@ -54,9 +54,16 @@ def banner(env: dict[str, str]) -> None:
 
 
 def cancel_all() -> None:
+    """Cancel our jobs and wait until the node is idle again (so Slurm's cleanup is not timed)."""
     subprocess.run(["scancel", "--me"], check=False)
     while subprocess.run(["squeue", "--me", "-h"], capture_output=True, text=True).stdout.strip():
         time.sleep(0.3)
+    for _ in range(100):
+        states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
+        if states.split() == ["idle"]:
+            break
+        time.sleep(0.3)
+    time.sleep(2)
 
 
 def main() -> None:
@@ -86,7 +93,7 @@ def main() -> None:
     for _ in range(opts.new_sessions):
         cancel_all()
         new += timed(lambda: banner(env), 1)
-    rows.append(("new session: no job -> sshd banner", new))
+    rows.append(("new session on an idle node: no job -> sshd banner", new))
 
     rows.append(("proxy fast path -> banner", timed(lambda: banner(env), opts.runs)))
     slow_env = {**env, "INTERACTIVE_SLURM_NO_FAST_PATH": "1"}
