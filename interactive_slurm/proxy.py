@@ -32,10 +32,11 @@ from interactive_slurm.errors import (
     ProxyError,
     SlurmError,
 )
-from interactive_slurm.fastpath import connect, connect_first
+from interactive_slurm.fastpath import connect_first
 from interactive_slurm.runner import Runner
 
 STAT_INTERVAL = 0.25
+UNREACHABLE_GRACE = 30.0  # seconds a published endpoint may refuse before we give up
 BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
@@ -217,12 +218,23 @@ class Waiter:
     def wait(self) -> tuple[endpoint.Endpoint, socket.socket]:
         start = self.clock()
         next_query, step = start, 0
+        unreachable_since: float | None = None
         while True:
             now = self.clock()
             ep = endpoint.read_job(self.job_id)
             if ep is not None:
-                sock = connect(ep)
-                if sock is not None:
+                try:
+                    sock = socket.create_connection((ep.host, ep.port), timeout=5)
+                except OSError as exc:
+                    # Published means sshd answered on the node; from here it does not.
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since > UNREACHABLE_GRACE:
+                        self.progress.done()
+                        raise ProxyError(
+                            f"job {self.job_id}'s session listens on {ep.host}:{ep.port}, but this "
+                            f"machine cannot connect to it: {exc.strerror or exc}"
+                        ) from exc
+                else:
                     self.progress.done()
                     verify_once(self.runner, ep, sock)
                     return ep, sock

@@ -376,3 +376,20 @@ def test_ensure_session_giving_up_keeps_a_reused_job() -> None:
         proxy.ensure_session(runner, Config(), Request("cpu", "default"), timeout=-1,
                              err=io.StringIO())
     assert runner.argvs("scancel") == []
+
+
+def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> None:
+    with socket.socket() as s:  # a port that refuses connections
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint.publish(endpoint.Endpoint(
+        job_id="5", kind="cpu", profile="default", host="127.0.0.1", port=port,
+        host_key="ssh-ed25519 AAAA", sshd_pid=1, started_at=1.0,
+    ))
+    runner = FakeRunner({"squeue": squeue(job("5", "RUNNING"))})
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, step=10.0).wait()
+    assert str(info.value) == (
+        f"job 5's session listens on 127.0.0.1:{port}, but this machine cannot connect to it: "
+        "Connection refused"
+    )
