@@ -124,7 +124,23 @@ class Session:
         print(f"{stamp} interactive-slurm session {self.spec.job_id}: {message}", file=self.log,
               flush=True)
 
+    def check_ptys(self) -> None:
+        """Warn in the job log when ptys are not group tty (``ssh -t`` would then fail)."""
+        try:
+            mounts = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 3 and fields[1] == "/dev/pts" and fields[2] == "devpts":
+                if "gid=" not in fields[3]:
+                    self.say("warning: /dev/pts is not mounted with gid=<tty group>; an "
+                             "unprivileged sshd cannot give shells a terminal (ssh -t fails). "
+                             "Ask the admins to mount devpts with gid=5,mode=620.")
+                return
+
     def prepare(self) -> tuple[Path, Path]:
+        self.check_ptys()
         paths.ensure_private_dir(paths.job_dir(self.spec.job_id))
         self.tmp = Path(tempfile.mkdtemp(prefix=f"interactive-slurm-{self.spec.job_id}-"))
         key = self.tmp / "host_ed25519_key"

@@ -184,3 +184,11 @@ def test_vscode_style_connection_bash_on_stdin_and_dynamic_forward(harness: Harn
     finally:
         proc.kill()
         server.close()
+
+
+def test_interactive_shell_gets_a_terminal(harness: Harness) -> None:
+    result = harness.run(["ssh", "-F", str(harness.ssh_config), "-o", "BatchMode=yes", "-tt",
+                          "slurm-cpu", "tty; echo JOB=$SLURM_JOB_ID"], stdin=subprocess.DEVNULL,
+                         check=True)
+    assert result.stdout.splitlines()[0].startswith("/dev/pts/")
+    assert f"JOB={my_jobs()[0]['id']}" in result.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import textwrap
@@ -43,6 +44,9 @@ def kill_session_hard(ep: dict[str, object]) -> None:
     os.kill(session, signal.SIGKILL)
     os.kill(sshd, signal.SIGKILL)
     wait_for(lambda: not my_jobs(), 60, "the killed job to leave the queue")
+    # A SIGKILLed session cannot clean up its temp dir: the test does (as a node's tmp reaper).
+    for leftover in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"interactive-slurm-{ep['job_id']}-*"):
+        shutil.rmtree(leftover)
 
 
 def test_strict_checking_new_job_and_replaced_job_no_prompt(harness: Harness) -> None:
