@@ -192,3 +192,21 @@ def test_interactive_shell_gets_a_terminal(harness: Harness) -> None:
                          check=True)
     assert result.stdout.splitlines()[0].startswith("/dev/pts/")
     assert f"JOB={my_jobs()[0]['id']}" in result.stdout
+
+
+def test_agent_forwarding_reaches_the_session(harness: Harness, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, text=True, check=True)
+    pid = next(part.split("=")[1] for part in agent.stdout.replace(";", "\n").split()
+               if part.startswith("SSH_AGENT_PID="))
+    env = {**harness.env, "SSH_AUTH_SOCK": str(sock)}
+    try:
+        subprocess.run(["ssh-add", os.path.expanduser("~/.ssh/id_ed25519")], env=env, check=True,
+                       capture_output=True)
+        listed = subprocess.run(["ssh-add", "-l"], env=env, capture_output=True, text=True).stdout
+        result = subprocess.run(["ssh", "-F", str(harness.ssh_config), "-o", "BatchMode=yes", "-A",
+                                 "slurm-cpu", "ssh-add -l"], env=env, capture_output=True,
+                                text=True, timeout=120, check=True)
+        assert result.stdout.split()[1] == listed.split()[1]  # the same key fingerprint
+    finally:
+        subprocess.run(["kill", pid], check=False)
