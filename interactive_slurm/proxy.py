@@ -60,12 +60,19 @@ def fast_path(req: Request) -> socket.socket | None:
 
 
 @contextmanager
-def user_lock() -> Iterator[None]:
+def user_lock(err: TextIO | None = None) -> Iterator[None]:
+    """The per-user lock of the slow path; says so on ``err`` when it has to wait for it."""
     path = paths.lock_file()
     paths.ensure_private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if err is not None:
+                err.write("interactive-slurm: another connection is deciding on a job; waiting\n")
+                err.flush()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -105,7 +112,8 @@ def submit(runner: Runner, cfg: Config, req: Request) -> str:
 
 
 def acquire(
-    runner: Runner, cfg: Config, req: Request, on_submit: Callable[[str], None] = lambda _: None
+    runner: Runner, cfg: Config, req: Request, on_submit: Callable[[str], None] = lambda _: None,
+    err: TextIO | None = None,
 ) -> Acquired:
     """Reuse or submit, under the per-user lock, so concurrent proxies share one job.
 
@@ -114,7 +122,7 @@ def acquire(
     """
     # Validate the profile before anything else: a bad profile submits nothing.
     res = profiles.load(req.profile).resources(req.kind)
-    with user_lock():
+    with user_lock(err):
         jobs = slurm.my_jobs(runner)
         endpoint.prune({job.job_id for job in jobs})
         found = matching(jobs, req)
@@ -326,7 +334,7 @@ def ensure_session(
     submitted: list[str] = []
     try:
         with abort_on_signals():
-            acquired = acquire(runner, cfg, req, on_submit=submitted.append)
+            acquired = acquire(runner, cfg, req, on_submit=submitted.append, err=err)
             job = acquired.job
             verb = "submitted" if acquired.submitted else "reusing"
             err.write(f"interactive-slurm: {verb} job {job.job_id} ({job.name}, profile "
