@@ -82,18 +82,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_local_port_forward(harness: Harness) -> None:
+def reply_server(prefix: bytes) -> socket.socket:
+    """A listening socket on 127.0.0.1 that answers one connection with prefix + what it got."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
-    target = server.getsockname()[1]
 
     def answer() -> None:
         conn, _ = server.accept()
         with conn:
-            conn.sendall(b"hello through the tunnel " + conn.recv(100))
+            conn.sendall(prefix + conn.recv(100))
 
     threading.Thread(target=answer, daemon=True).start()
+    return server
+
+
+def test_local_port_forward(harness: Harness) -> None:
+    server = reply_server(b"hello through the tunnel ")
+    target = server.getsockname()[1]
     job_of(harness)  # the session exists, so the forward connects at once
     local = _free_port()
     fwd = subprocess.Popen(
@@ -154,17 +160,8 @@ def socks5_get(proxy_port: int, target_port: int, payload: bytes) -> bytes:
 
 def test_vscode_style_connection_bash_on_stdin_and_dynamic_forward(harness: Harness) -> None:
     """What VS Code Remote-SSH does: `ssh -T -D PORT host bash`, a script on stdin, SOCKS."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
+    server = reply_server(b"server says ")
     target = server.getsockname()[1]
-
-    def answer() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.sendall(b"server says " + conn.recv(100))
-
-    threading.Thread(target=answer, daemon=True).start()
     socks = _free_port()
     proc = subprocess.Popen(
         ["ssh", "-F", str(harness.ssh_config), "-o", "BatchMode=yes", "-T", "-D", str(socks),

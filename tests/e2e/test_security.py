@@ -182,8 +182,10 @@ def test_forged_endpoint_of_another_user_is_refused(harness: Harness, other_user
         # The proxy skips it and starts a real session.
         out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
         assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
+        assert state.stat().st_mode & 0o777 == 0o700  # the careless chmod was repaired
     finally:
-        as_other("rm", "-rf", f"{jobs}/4242")
+        state.chmod(0o711)  # the proxy made it private again (good); let the other user clean up
+        as_other("rm", "-rf", f"{jobs}/4242", check=True)
 
 
 def test_session_sshd_refuses_the_other_user(harness: Harness, other_user: None,
