@@ -209,8 +209,12 @@ class Session:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
+            if "Bind to port" in log.read_text(errors="replace"):
+                # sshd keeps running when only one address family is taken; another
+                # process holds the port on the other one, so this port is no good.
+                return False
             try:
-                if read_banner("127.0.0.1", port).startswith(b"SSH-2.0-"):
+                if read_banner("127.0.0.1", port, timeout=0.5).startswith(b"SSH-2.0-"):
                     return True
             except OSError:
                 pass

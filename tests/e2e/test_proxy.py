@@ -124,6 +124,8 @@ def test_session_whose_job_was_killed_is_replaced(harness: Harness) -> None:
     second = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     assert second != first
     assert not (harness.home / "state" / "jobs" / first).exists()  # the session cleaned up
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    assert not list(tmp.glob(f"interactive-slurm-{first}-*"))  # host key and sshd_config too
 
 
 def test_bad_profile_is_a_clear_error_and_submits_nothing(harness: Harness) -> None:

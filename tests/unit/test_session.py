@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -207,3 +209,32 @@ def test_spec_from_env_without_sshd(tmp_path: Path, name: str) -> None:
     assert str(info.value) == (
         f"sshd not found at {sshd} on {socket.gethostname()} (set `sshd` in config.toml)"
     )
+
+
+@pytest.mark.skipif(not (os.access("/usr/sbin/sshd", os.X_OK) and shutil.which("ssh-keygen")),
+                    reason="needs OpenSSH's sshd and ssh-keygen")
+def test_a_taken_port_makes_the_session_try_another(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real sshd, no Slurm: the first port is taken, the session retries and serves the second."""
+    from interactive_slurm.runner import SubprocessRunner
+
+    taken = socket.socket()
+    taken.bind(("", 0))
+    taken.listen()
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        free = probe.getsockname()[1]
+    ports = iter([taken.getsockname()[1], free])
+    monkeypatch.setattr(session, "pick_port", lambda rng: next(ports))
+    spec = SessionSpec("4711", "cpu", "default", 600, "/usr/sbin/sshd")
+    s = session.Session(SubprocessRunner(), spec, log=io.StringIO())
+    try:
+        key, cert = s.prepare()
+        s.start_sshd(key, cert)
+        assert s.port == free
+        assert session.read_banner("127.0.0.1", free).startswith(b"SSH-2.0-OpenSSH")
+    finally:
+        s.cleanup()
+        taken.close()
+    assert s.tmp is not None and not s.tmp.exists()
