@@ -276,18 +276,29 @@ def verify_once(runner: Runner, ep: endpoint.Endpoint, sock: socket.socket) -> N
     """Defence in depth for a new endpoint (slow path only): the sshd there has its key.
 
     The real protection is the client's strict certificate check; this catches a stale or
-    hijacked port early with a clear message.
+    hijacked port early with a clear message. A marker next to the endpoint record remembers a
+    passed check, so each endpoint is scanned once, not once per connection.
     """
     from interactive_slurm import hostca
+    from interactive_slurm.fsutil import write_private_atomic
 
+    blob = hostca.key_blob(ep.host_key)
+    marker = paths.job_dir(ep.job_id) / "verified"
+    try:
+        if marker.read_text().strip() == f"{ep.port} {blob}":
+            return
+    except OSError:  # no marker yet: scan
+        pass
     served = hostca.scan_keys(runner, ep.host, ep.port)
     # No answer proves nothing (ssh's own check still runs); another key is an impostor.
-    if served and hostca.key_blob(ep.host_key) not in served:
+    if served and blob not in served:
         sock.close()
         raise EndpointError(
             f"refusing {ep.host}:{ep.port}: the sshd there does not have job {ep.job_id}'s host "
             "key (another process may hold the port)"
         )
+    if served:
+        write_private_atomic(marker, f"{ep.port} {blob}\n")
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)

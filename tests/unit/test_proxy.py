@@ -393,3 +393,20 @@ def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> 
         f"job 5's session listens on 127.0.0.1:{port}, but this machine cannot connect to it: "
         "Connection refused"
     )
+
+
+def test_verify_once_scans_each_endpoint_once(listener: socket.socket) -> None:
+    ep = published(listener)
+    port = listener.getsockname()[1]
+    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAjob5key\n")})
+    for _ in range(3):
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as sock:
+            proxy.verify_once(runner, ep, sock)
+    assert len(runner.argvs("ssh-keyscan")) == 1
+    marker = paths.job_dir("5") / "verified"
+    assert marker.stat().st_mode & 0o777 == 0o600
+    # A marker for another port or key (an earlier sshd of the job) does not count.
+    marker.write_text("1 AAAAold\n")
+    with socket.create_connection(listener.getsockname()[:2], timeout=10) as sock:
+        proxy.verify_once(runner, ep, sock)
+    assert len(runner.argvs("ssh-keyscan")) == 2
