@@ -108,7 +108,7 @@ def gpuswap_cmd(
     cfg = config.load()
     name = profiles.check_profile_name(profile or cfg.default_profile)
     ep, cpu_job = remote.gpuswap(
-        runner, cfg, profile=name, replace=replace, timeout=timeout or cfg.wait_timeout,
+        runner, profile=name, replace=replace, timeout=timeout or cfg.wait_timeout,
         err=sys.stderr,
     )
     if cpu_job:

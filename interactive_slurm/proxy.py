@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Callable, TextIO
@@ -88,10 +88,9 @@ def matching(jobs: list[slurm.Job], req: Request) -> list[slurm.Job]:
     return sorted(live, key=lambda j: (not j.running, int(j.job_id)))
 
 
-def submit(runner: Runner, cfg: Config, req: Request) -> str:
-    profile = profiles.load(req.profile)
-    res = profile.resources(req.kind)
-    container = req.container or res.container or ""
+def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
+    """sbatch a session for ``req`` (its container already resolved) with resources ``res``."""
+    container = req.container
     paths.ensure_private_dir(paths.logs_dir())
     comment = slurm.build_comment(
         kind=req.kind, profile=req.profile, res_hash=profiles.resource_hash(res),
@@ -112,7 +111,7 @@ def submit(runner: Runner, cfg: Config, req: Request) -> str:
 
 
 def acquire(
-    runner: Runner, cfg: Config, req: Request, on_submit: Callable[[str], None] = lambda _: None,
+    runner: Runner, req: Request, on_submit: Callable[[str], None] = lambda _: None,
     err: TextIO | None = None,
 ) -> Acquired:
     """Reuse or submit, under the per-user lock, so concurrent proxies share one job.
@@ -122,6 +121,8 @@ def acquire(
     """
     # Validate the profile before anything else: a bad profile submits nothing.
     res = profiles.load(req.profile).resources(req.kind)
+    # A profile's own container is part of what the session is: match and submit with it.
+    req = replace(req, container=req.container or res.container or "")
     with user_lock(err):
         jobs = slurm.my_jobs(runner)
         endpoint.prune({job.job_id for job in jobs})
@@ -134,7 +135,7 @@ def acquire(
                         f"`remote cancel {job.job_id}` to get the new resources next time")
             return Acquired(job, submitted=False, note=note)
         with signals_blocked():
-            job_id = submit(runner, cfg, req)
+            job_id = submit(runner, req, res)
             on_submit(job_id)
         found = matching(slurm.my_jobs(runner), req)
         winner = found[0] if found else None
@@ -338,14 +339,14 @@ def cancel_if_pending(runner: Runner, job_id: str, err: TextIO) -> None:
 
 
 def ensure_session(
-    runner: Runner, cfg: Config, req: Request, *, timeout: float, err: TextIO,
+    runner: Runner, req: Request, *, timeout: float, err: TextIO,
     watch_fd: int | None = None,
 ) -> tuple[endpoint.Endpoint, socket.socket, bytes]:
     """Reuse or submit, then wait until the session answers (the slow path)."""
     submitted: list[str] = []
     try:
         with abort_on_signals():
-            acquired = acquire(runner, cfg, req, on_submit=submitted.append, err=err)
+            acquired = acquire(runner, req, on_submit=submitted.append, err=err)
             job = acquired.job
             verb = "submitted" if acquired.submitted else "reusing"
             err.write(f"interactive-slurm: {verb} job {job.job_id} ({job.name}, profile "
@@ -375,7 +376,7 @@ def run(
     initial = b""
     if sock is None:
         _, sock, initial = ensure_session(
-            runner, cfg, req, timeout=timeout or cfg.wait_timeout, err=err, watch_fd=stdin_fd
+            runner, req, timeout=timeout or cfg.wait_timeout, err=err, watch_fd=stdin_fd
         )
     with sock:
         splice(stdin_fd, stdout_fd, sock, initial)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from interactive_slurm import endpoint, hostca, paths, proxy, slurm
-from interactive_slurm.config import Config
 from interactive_slurm.errors import EndpointError, UsageError
 from interactive_slurm.runner import Runner
 
@@ -133,7 +132,7 @@ def pick_endpoint(job_id: str | None) -> endpoint.Endpoint:
 
 
 def gpuswap(
-    runner: Runner, cfg: Config, *, profile: str, replace: bool, timeout: float, err: TextIO,
+    runner: Runner, *, profile: str, replace: bool, timeout: float, err: TextIO,
 ) -> tuple[endpoint.Endpoint, str | None]:
     """Get a GPU session ready; with ``replace``, the CPU job to cancel (this one)."""
     here = os.environ.get("SLURM_JOB_ID")
@@ -144,6 +143,6 @@ def gpuswap(
             raise UsageError("--replace works inside a CPU session (no interactive-slurm CPU job here)")
         cpu_job = here
     req = proxy.Request("gpu", profile)
-    ep, sock, _ = proxy.ensure_session(runner, cfg, req, timeout=timeout, err=err)
+    ep, sock, _ = proxy.ensure_session(runner, req, timeout=timeout, err=err)
     sock.close()
     return ep, cpu_job

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from interactive_slurm import endpoint, paths, profiles, proxy, slurm
-from interactive_slurm.config import Config
 from interactive_slurm.errors import ConfigError, EndpointError, JobEndedError, ProxyError
 from interactive_slurm.proxy import Progress, Request
 from interactive_slurm.slurm import Job
@@ -119,14 +118,26 @@ def test_describe(j: Job, waited: float, text: str) -> None:
 
 def test_acquire_reuses_a_running_job_without_sbatch() -> None:
     runner = FakeRunner({"squeue": squeue(job("5", "PENDING"), job("6", "RUNNING", nodes="n1"))})
-    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    acquired = proxy.acquire(runner, Request("cpu", "default"))
+    assert (acquired.job.job_id, acquired.submitted) == ("6", False)
+    assert runner.programs() == ["squeue"]
+
+
+def test_acquire_reuses_the_job_of_a_profile_that_names_a_container(home: Path) -> None:
+    folder = home / "config" / "profiles"
+    folder.mkdir(parents=True)
+    text = (profiles.SHIPPED_DIR / "default.toml").read_text()
+    (folder / "boxed.toml").write_text('container = "/img/box.sqsh"\n' + text)
+    runner = FakeRunner({"squeue": squeue(job("6", "RUNNING", profile="boxed",
+                                              container="/img/box.sqsh"))})
+    acquired = proxy.acquire(runner, Request("cpu", "boxed"))
     assert (acquired.job.job_id, acquired.submitted) == ("6", False)
     assert runner.programs() == ["squeue"]
 
 
 def test_acquire_reuses_a_pending_job() -> None:
     runner = FakeRunner({"squeue": squeue(job("5", "PENDING"), job("6", "RUNNING", kind="gpu"))})
-    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    acquired = proxy.acquire(runner, Request("cpu", "default"))
     assert (acquired.job.job_id, acquired.submitted) == ("5", False)
     assert runner.programs() == ["squeue"]
 
@@ -136,7 +147,7 @@ def test_acquire_submits_when_there_is_none() -> None:
         "squeue": [squeue(job("5", "RUNNING", kind="gpu")), squeue(job("7"))],
         "sbatch": ok("7\n"),
     })
-    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    acquired = proxy.acquire(runner, Request("cpu", "default"))
     assert (acquired.job.job_id, acquired.submitted) == ("7", True)
     assert runner.programs() == ["squeue", "sbatch", "squeue"]
     (call,) = [c for c in runner.calls if c.argv[0] == "sbatch"]
@@ -157,7 +168,7 @@ def test_acquire_submits_a_gpu_job_with_its_profile_and_container() -> None:
         "squeue": [ok(""), squeue(job("8", kind="gpu", profile="development", container="img"))],
         "sbatch": ok("8;cluster\n"),
     })
-    acquired = proxy.acquire(runner, Config(), Request("gpu", "development", "img"))
+    acquired = proxy.acquire(runner, Request("gpu", "development", "img"))
     assert (acquired.job.job_id, acquired.submitted) == ("8", True)
     (argv,) = runner.argvs("sbatch")
     assert "--job-name=vscode-remote-gpu-development" in argv
@@ -176,7 +187,7 @@ def test_acquire_cancels_its_own_job_when_an_older_one_raced_in() -> None:
         "sbatch": ok("7\n"),
         "scancel": ok(),
     })
-    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    acquired = proxy.acquire(runner, Request("cpu", "default"))
     assert (acquired.job.job_id, acquired.submitted) == ("5", False)
     assert runner.programs() == ["squeue", "sbatch", "squeue", "scancel"]
     assert runner.argvs("scancel") == [("scancel", "7")]
@@ -184,7 +195,7 @@ def test_acquire_cancels_its_own_job_when_an_older_one_raced_in() -> None:
 
 def test_acquire_asks_for_the_new_job_when_squeue_does_not_list_it_yet() -> None:
     runner = FakeRunner({"squeue": [ok(""), ok(""), squeue(job("7"))], "sbatch": ok("7\n")})
-    acquired = proxy.acquire(runner, Config(), Request("cpu", "default"))
+    acquired = proxy.acquire(runner, Request("cpu", "default"))
     assert (acquired.job.job_id, acquired.submitted) == ("7", True)
     assert runner.argvs("squeue")[-1] == tuple(slurm.squeue_job_argv("7"))
 
@@ -195,7 +206,7 @@ def test_acquire_fails_when_slurm_forgot_the_new_job() -> None:
         "sbatch": ok("7\n"),
     })
     with pytest.raises(ProxyError, match="job 7 was submitted but Slurm does not know it"):
-        proxy.acquire(runner, Config(), Request("cpu", "default"))
+        proxy.acquire(runner, Request("cpu", "default"))
 
 
 @pytest.mark.parametrize("profile", ["nope", "broken"])
@@ -205,7 +216,7 @@ def test_acquire_with_a_bad_profile_submits_nothing(profile: str) -> None:
     (folder / "broken.toml").write_text('[cpu]\ntime = "0"\ncpus = 1\nmem = "1G"\n')
     runner = FakeRunner({"squeue": ok(""), "sbatch": ok("7\n")})
     with pytest.raises(ConfigError):
-        proxy.acquire(runner, Config(), Request("cpu", profile))
+        proxy.acquire(runner, Request("cpu", profile))
     assert runner.calls == []
 
 
@@ -359,7 +370,7 @@ def test_ensure_session_giving_up_cancels_the_pending_job_it_submitted() -> None
     })
     err = io.StringIO()
     with pytest.raises(ProxyError, match="gave up after -1 s waiting for job 7"):
-        proxy.ensure_session(runner, Config(), Request("cpu", "default"), timeout=-1, err=err)
+        proxy.ensure_session(runner, Request("cpu", "default"), timeout=-1, err=err)
     assert runner.argvs("scancel") == [("scancel", "7")]
     assert err.getvalue().splitlines() == [
         f"interactive-slurm: submitted job 7 (vscode-remote-cpu, profile default); "
@@ -373,7 +384,7 @@ def test_ensure_session_giving_up_cancels_the_pending_job_it_submitted() -> None
 def test_ensure_session_giving_up_keeps_a_reused_job() -> None:
     runner = FakeRunner({"squeue": squeue(job("5")), "scancel": ok()})
     with pytest.raises(ProxyError, match="gave up"):
-        proxy.ensure_session(runner, Config(), Request("cpu", "default"), timeout=-1,
+        proxy.ensure_session(runner, Request("cpu", "default"), timeout=-1,
                              err=io.StringIO())
     assert runner.argvs("scancel") == []
 
