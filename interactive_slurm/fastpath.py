@@ -10,9 +10,14 @@ from interactive_slurm.endpoint import Endpoint
 CONNECT_TIMEOUT = 5.0
 
 
+def open_connection(ep: Endpoint, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+    """A TCP connection to the session's sshd; raises OSError (callers may want the reason)."""
+    return socket.create_connection((ep.host, ep.port), timeout=timeout)
+
+
 def connect(ep: Endpoint, timeout: float = CONNECT_TIMEOUT) -> socket.socket | None:
     try:
-        return socket.create_connection((ep.host, ep.port), timeout=timeout)
+        return open_connection(ep, timeout)
     except OSError:
         return None
 

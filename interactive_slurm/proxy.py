@@ -32,7 +32,7 @@ from interactive_slurm.errors import (
     ProxyError,
     SlurmError,
 )
-from interactive_slurm.fastpath import connect_first
+from interactive_slurm.fastpath import connect_first, open_connection
 from interactive_slurm.runner import Runner
 
 STAT_INTERVAL = 0.25
@@ -233,7 +233,7 @@ class Waiter:
             ep = endpoint.read_job(self.job_id)
             if ep is not None:
                 try:
-                    sock = socket.create_connection((ep.host, ep.port), timeout=5)
+                    sock = open_connection(ep)
                 except OSError as exc:
                     # Published means sshd answered on the node; from here it does not.
                     unreachable_since = unreachable_since or now

@@ -165,14 +165,18 @@ class Session:
         os.chmod(cfg, 0o600)
         return cfg
 
-    def penalties_option(self, key: Path, cert: Path) -> str:
-        """``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections."""
+    def sshd_argv(self, *args: str) -> list[str]:
+        """sshd with ``args``, inside the job's container when the profile names one."""
         assert self.tmp is not None
-        cfg = self.write_config(key, cert, 22, "PerSourcePenalties no")
-        argv = [self.spec.sshd, "-t", "-f", str(cfg)]
+        argv = [self.spec.sshd, *args]
         if self.runtime is not None:
             argv = self.runtime.wrap(argv, mounts=[self.tmp])
-        check = self.runner.run(argv, check=False)
+        return argv
+
+    def penalties_option(self, key: Path, cert: Path) -> str:
+        """``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections."""
+        cfg = self.write_config(key, cert, 22, "PerSourcePenalties no")
+        check = self.runner.run(self.sshd_argv("-t", "-f", str(cfg)), check=False)
         return "PerSourcePenalties no" if check.returncode == 0 else ""
 
     def start_sshd(self, key: Path, cert: Path) -> None:
@@ -188,9 +192,7 @@ class Session:
             cfg = self.write_config(key, cert, port, extra)
             log = self.tmp / "sshd.log"
             log.write_text("")
-            argv = [self.spec.sshd, "-D", "-f", str(cfg), "-E", str(log)]
-            if self.runtime is not None:
-                argv = self.runtime.wrap(argv, mounts=[self.tmp])
+            argv = self.sshd_argv("-D", "-f", str(cfg), "-E", str(log))
             self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             if self.wait_ready(port, log):
                 self.port = port

@@ -113,6 +113,18 @@ def spliced(server: Server, initial: bytes = b"") -> Iterator[Proxy]:
         stdout_client.close()
 
 
+def pump_through(server: Server, up: bytes) -> bytes:
+    """Splice ``up`` (then EOF) to ``server``; return everything that came back down."""
+    with spliced(server) as proxy:
+        writer = background(lambda: send_then_eof(proxy.stdin, up))
+        got = recv_all(proxy.stdout)
+        join(writer)
+        join(proxy.thread)
+    server.finish()
+    assert proxy.errors == []
+    return got
+
+
 def test_5_mib_both_ways_byte_identical() -> None:
     up_payload = os.urandom(5 * MIB)
     down_payload = os.urandom(5 * MIB)
@@ -124,14 +136,7 @@ def test_5_mib_both_ways_byte_identical() -> None:
         received.append(recv_all(conn))
         join(sender)
 
-    server = Server(handler)
-    with spliced(server) as proxy:
-        writer = background(lambda: send_then_eof(proxy.stdin, up_payload))
-        got = recv_all(proxy.stdout)
-        join(writer)
-        join(proxy.thread)
-    server.finish()
-    assert proxy.errors == []
+    got = pump_through(Server(handler), up_payload)
     assert received == [up_payload]
     assert got == down_payload
 
@@ -143,14 +148,7 @@ def test_5_mib_echo() -> None:
         while data := conn.recv(65536):
             conn.sendall(data)
 
-    server = Server(echo)
-    with spliced(server) as proxy:
-        writer = background(lambda: send_then_eof(proxy.stdin, payload))
-        got = recv_all(proxy.stdout)
-        join(writer)
-        join(proxy.thread)
-    server.finish()
-    assert proxy.errors == []
+    got = pump_through(Server(echo), payload)
     assert len(got) == len(payload)
     assert got == payload
 
