@@ -10,7 +10,6 @@ to ``NAME.toml.bak-YYYYmmdd-HHMMSS``. On any error nothing is written.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +21,6 @@ import tomli_w
 from interactive_slurm import paths, profiles, tomlio
 from interactive_slurm.errors import ConfigError, UsageError
 from interactive_slurm.fsutil import write_private_atomic
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on older interpreters only
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 _INT_RE = re.compile(r"^[+-]?[0-9]+\Z", re.ASCII)
 _EXTRA_SPLIT_RE = re.compile(r",(?=--)")  # "--mail-type=END,FAIL,--exclusive" -> 2 options
@@ -153,7 +147,7 @@ def set_values(
         )
     text = tomli_w.dumps(new)
     try:
-        prof = profiles.parse_profile(name, tomllib.loads(text), path)
+        prof = profiles.parse_profile(name, tomlio.loads(text, path), path)
     except ConfigError as exc:
         raise ConfigError(f"{exc}; nothing written") from exc
     if text == old_text:

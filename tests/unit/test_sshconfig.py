@@ -77,7 +77,8 @@ def test_windows_uses_ssh_exe_forward_slashes_and_no_control_master() -> None:
     assert command.endswith(
         '"/home/alice/.local/share/interactive-slurm/current/bin/interactive-slurm proxy cpu"')
     assert '  IdentityFile "C:/Users/Ann Lee/.ssh/id_ed25519"' in text
-    assert '  UserKnownHostsFile "C:/Users/Ann Lee/AppData/Roaming/interactive-slurm/known_hosts-slurm"' in text
+    known = "C:/Users/Ann Lee/AppData/Roaming/interactive-slurm/known_hosts-slurm"
+    assert f'  UserKnownHostsFile "{known}"' in text
     assert "\\" not in text
 
 
@@ -162,7 +163,7 @@ def test_parse_hosts(value: str, expected: tuple[tuple[str, str], ...]) -> None:
 
 @pytest.mark.parametrize("value", ["", "a,a", "a,b,c", "a b", "a;rm"])
 def test_parse_hosts_rejects(value: str) -> None:
-    with pytest.raises(ConfigError, match="--hosts|host alias"):
+    with pytest.raises(ConfigError, match=r"--hosts|host alias"):
         sshconfig.parse_hosts(value)
 
 
