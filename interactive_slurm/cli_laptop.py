@@ -118,7 +118,7 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
         name=name, hosts=sshconfig.parse_hosts(hosts) if hosts else None,
         profile=profile or (existing.profile if existing and existing.profile else None),
         install_dir=install_dir, python=python, ssh_config=ssh_config.expanduser().absolute(),
-        vscode=not no_vscode, dry_run=dry_run,
+        vscode=not no_vscode, dry_run=dry_run, ask_passphrase=not yes,
     )
     report = setup.run(req, term, _runner())
     _show(report, dry_run)

@@ -61,6 +61,7 @@ class Request:
     ssh_config: Path = field(default_factory=lambda: Path.home() / ".ssh" / "config")
     vscode: bool = True
     dry_run: bool = False
+    ask_passphrase: bool = True  # for a new key, on a terminal (else the key has none)
     system: str = field(default_factory=platform.system)
 
     def __post_init__(self) -> None:
@@ -214,8 +215,9 @@ def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str
 
 
 def config_change(edit: Callable[[dict[str, Any]], None]) -> changes.Change:
+    """config.toml after ``edit``; a file left with no settings at all is removed."""
     path, before, after = config.render_update(edit)
-    return changes.Change(path, before, after)
+    return changes.Change(path, before, after or None)
 
 
 def apply_all(planned: list[changes.Change], report: Report) -> None:
@@ -287,7 +289,7 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
             report.add(f"would make an ed25519 key {req.identity}")
         else:
             passphrase = None
-            if term.interactive:
+            if term.interactive and req.ask_passphrase:
                 passphrase = term.ask(f"Passphrase for the new key {req.identity} (empty for none): ",
                                       secret=True)
             make_key(req.identity, passphrase)
