@@ -15,6 +15,7 @@ import click
 
 from interactive_slurm import config
 from interactive_slurm.errors import UsageError
+from interactive_slurm.runner import Runner
 
 
 class ClickTerminal:
@@ -36,7 +37,7 @@ class ClickTerminal:
         click.echo(message, err=True)
 
 
-def _runner():  # type: ignore[no-untyped-def]
+def _runner() -> Runner:
     from interactive_slurm import cli  # looked up per call: tests swap cli._runner
 
     return cli._runner()

@@ -31,7 +31,7 @@ from typing import Any
 
 from interactive_slurm import __version__, config, installs, paths
 from interactive_slurm.errors import ConfigError, InteractiveSlurmError
-from interactive_slurm.laptop import changes, remote_scripts, sshconfig, vscode, wheels
+from interactive_slurm.laptop import changes, jsonc, remote_scripts, sshconfig, vscode, wheels
 from interactive_slurm.laptop.connection import Login, Target, Terminal
 from interactive_slurm.runner import Runner
 
@@ -197,7 +197,7 @@ def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str
                 )
                 continue
             vscode_files.append(str(settings))
-            if "remote.SSH.showLoginTerminal" not in (current or ""):
+            if jsonc.get(current or "", [vscode.SHOW_LOGIN_TERMINAL]) is jsonc.MISSING:
                 vscode_globals.append(str(settings))
             out.append(changes.Change(settings, current, new))
     # config.toml: what was set up
@@ -360,7 +360,8 @@ def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
         remove_globals = settings in cluster.vscode_globals and not any(
             settings in c.vscode for c in others)
         try:
-            new = vscode.unplan(before, list(cluster.hosts), remove_globals=remove_globals)
+            new = vscode.unplan(before, list(cluster.hosts), remove_globals=remove_globals,
+                                connect_timeout=VSCODE_CONNECT_TIMEOUT)
         except vscode.VSCodeSettingsError:
             continue  # a file the user broke since: left alone, said by the caller
         out.append(changes.Change(path, before, new))

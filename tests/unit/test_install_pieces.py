@@ -111,7 +111,7 @@ def test_a_failed_install_leaves_current_and_no_half_made_dir(
     only_pip.mkdir()
     pip = next(b.path for b in made if b.name == "pip")
     (only_pip / pip.name).write_bytes(pip.read_bytes())
-    with pytest.raises(installs.InstallError, match="installing interactive-slurm into .*failed"):
+    with pytest.raises(installs.InstallError, match=r"installing interactive-slurm into .*failed"):
         installs.install_and_switch(root, only_pip, "9.9.9-broken")
     assert installs.current(root) == vid
     assert not (root / "versions" / "9.9.9-broken").exists()
