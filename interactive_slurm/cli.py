@@ -17,6 +17,7 @@ import click
 
 from interactive_slurm import __version__, config, hostca, paths, profiles, proxy, remote
 from interactive_slurm.cli_remote import remote_cli
+from interactive_slurm.cli_update import self_check_cmd, update_cmd
 from interactive_slurm.errors import InteractiveSlurmError
 from interactive_slurm.runner import SubprocessRunner
 
@@ -174,6 +175,8 @@ def profiles_cmd(name: str | None) -> None:
 
 
 cli.add_command(remote_cli)
+cli.add_command(update_cmd)
+cli.add_command(self_check_cmd)
 
 
 def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
