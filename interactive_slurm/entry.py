@@ -70,7 +70,7 @@ def fast_socket(kind: str, profile: str | None, container: str) -> socket.socket
 
 def update_check_due(now: float) -> bool:
     """Whether this install should start the automatic update check now (one stat)."""
-    if os.path.basename(os.path.dirname(sys.prefix)) != "versions":
+    if os.path.basename(os.path.dirname(os.path.realpath(sys.prefix))) != "versions":
         return False  # not a versioned install: nothing to update
     from interactive_slurm import paths
 

@@ -75,8 +75,8 @@ def wheels_dir(root: Path, vid: str) -> Path:
 
 def root_of(prefix: str | os.PathLike[str]) -> Path | None:
     """The install root of a venv at ``prefix`` (``sys.prefix``): ``<root>`` when ``prefix`` is
-    ``<root>/versions/<id>``, None for any other environment (a checkout, a plain venv)."""
-    path = Path(prefix)
+    ``<root>/versions/<id>`` (also through ``current``), None for any other environment."""
+    path = Path(os.path.realpath(prefix))
     if path.parent.name != "versions" or not _ID.match(path.name):
         return None
     return path.parent.parent
@@ -84,7 +84,7 @@ def root_of(prefix: str | os.PathLike[str]) -> Path | None:
 
 def id_of(prefix: str | os.PathLike[str]) -> str | None:
     """The install id of the venv at ``prefix``, or None when it is not a versioned install."""
-    return Path(prefix).name if root_of(prefix) is not None else None
+    return Path(os.path.realpath(prefix)).name if root_of(prefix) is not None else None
 
 
 def version_of(vid: str) -> str:
