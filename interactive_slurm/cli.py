@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from interactive_slurm import __version__, config, hostca, paths, profiles, proxy, remote
+from interactive_slurm.cli_laptop import clusters_cmd, setup_cmd
 from interactive_slurm.cli_remote import remote_cli
 from interactive_slurm.cli_update import self_check_cmd, update_cmd
 from interactive_slurm.errors import InteractiveSlurmError
@@ -151,21 +152,29 @@ def ssh_config_cmd(login: str | None, remote_command: str) -> None:
     click.echo(_ssh_config_block(login, remote_command))
 
 
-@cli.command("profiles")
-@click.argument("name", required=False)
-def profiles_cmd(name: str | None) -> None:
-    """List the resource profiles, or show one profile's sbatch options.
+class _ProfilesGroup(click.Group):
+    """`profiles` lists, `profiles NAME` shows (as `profiles show NAME`), `profiles set` edits."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands:
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+@cli.group("profiles", cls=_ProfilesGroup, invoke_without_command=True,
+           subcommand_metavar="[NAME | set NAME KEY=VALUE...]")
+@click.pass_context
+def profiles_cmd(ctx: click.Context) -> None:
+    """List the resource profiles, show one (NAME) as sbatch options, or set values in one.
 
     \b
-    Example:
+    Examples:
       interactive-slurm profiles development
+      interactive-slurm profiles set default gpu.gpus=2
     """
-    if name:
-        prof = profiles.load(name)
-        click.echo(f"{prof.name}: {prof.description} ({prof.source})")
-        for kind in profiles.KINDS:
-            args = " ".join(profiles.sbatch_resource_args(prof.resources(kind)))
-            click.echo(f"  {kind}: {args}")
+    if ctx.invoked_subcommand:
         return
     cfg = config.load()
     for pname, path in sorted(profiles.available().items()):
@@ -174,9 +183,60 @@ def profiles_cmd(name: str | None) -> None:
     click.echo(f"user profiles go in {paths.user_profiles_dir()}", err=True)
 
 
+def _echo_profile(prof: profiles.Profile) -> None:
+    click.echo(f"{prof.name}: {prof.description} ({prof.source})")
+    for kind in profiles.KINDS:
+        args = " ".join(profiles.sbatch_resource_args(prof.resources(kind)))
+        click.echo(f"  {kind}: {args}")
+
+
+@profiles_cmd.command("show")
+@click.argument("name")
+def profiles_show_cmd(name: str) -> None:
+    """Show one profile's sbatch options (`profiles NAME` does the same).
+
+    \b
+    Example:
+      interactive-slurm profiles show development
+    """
+    _echo_profile(profiles.load(name))
+
+
+@profiles_cmd.command("set")
+@click.argument("name")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--from", "base", metavar="PROFILE",
+              help="Start a new profile from this one (default: the shipped NAME, else empty).")
+def profiles_set_cmd(name: str, settings: tuple[str, ...], base: str | None) -> None:
+    """Create or edit your profile NAME: set KEY=VALUE, or remove a key with KEY=.
+
+    KEY is a top-level key (both kinds: description, partition, account, qos, reservation,
+    constraint, container, extra) or cpu.KEY / gpu.KEY (time, cpus, mem, gpus, gpu_type and the
+    same optional keys). extra takes a comma-separated list of sbatch options. An existing file
+    of yours keeps its other values and is backed up first (NAME.toml.bak-...: comments are not
+    kept); otherwise the shipped profile NAME is the start. Nothing is written on any error.
+
+    \b
+    Example:
+      interactive-slurm profiles set big --from default gpu.gpus=8 gpu.time=12h account=mylab
+    """
+    from interactive_slurm import profile_edit
+
+    result = profile_edit.set_values(name, settings, base=base)
+    if result.backup:
+        click.echo(f"previous file kept as {result.backup} (comments are not carried over)", err=True)
+    if not result.changed:
+        click.echo(f"{result.path} unchanged", err=True)
+    else:
+        click.echo(f"{'created' if result.created else 'wrote'} {result.path}", err=True)
+    _echo_profile(result.profile)
+
+
 cli.add_command(remote_cli)
 cli.add_command(update_cmd)
 cli.add_command(self_check_cmd)
+cli.add_command(setup_cmd)
+cli.add_command(clusters_cmd)
 
 
 def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:

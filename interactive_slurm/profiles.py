@@ -58,6 +58,15 @@ _TABLE_KEYS = {
 }
 _TOP_KEYS = ("description", "cpu", "gpu", *_SHARED_KEYS)
 
+#: Keys every ``[cpu]`` / ``[gpu]`` table must have.
+REQUIRED_KEYS: Mapping[str, tuple[str, ...]] = {
+    "cpu": ("time", "cpus", "mem"),
+    "gpu": ("time", "cpus", "mem", "gpus"),
+}
+#: Keys whose value is a whole number; ``extra`` is a list of strings; every other key a string.
+INT_KEYS = ("cpus", "gpus")
+LIST_KEYS = ("extra",)
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -229,7 +238,7 @@ def _parse_table(
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: [{kind}] table is missing (every profile needs [cpu] and [gpu])")
     _check_keys(w, table, _TABLE_KEYS[kind])
-    for required in ("time", "cpus", "mem") + (("gpus",) if kind == "gpu" else ()):
+    for required in REQUIRED_KEYS[kind]:
         if required not in table:
             raise ConfigError(f"{source}: [{kind}] {required} is missing")
     values: dict[str, Any] = {
@@ -263,6 +272,13 @@ def parse_profile(name: str, data: Mapping[str, Any], source: Path, *, shipped: 
         gpu=_parse_table(source, "gpu", data.get("gpu"), shared),
         shipped=shipped,
     )
+
+
+def settable_keys(table: str | None) -> tuple[str, ...]:
+    """The keys a profile may hold at the top level (``table=None``) or in ``[cpu]``/``[gpu]``."""
+    if table is None:
+        return tuple(k for k in _TOP_KEYS if k not in KINDS)
+    return _TABLE_KEYS[table]
 
 
 def check_profile_name(name: str) -> str:

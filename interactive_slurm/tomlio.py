@@ -25,10 +25,10 @@ def load(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def loads(text: str, source: Path) -> dict[str, Any]:
-    """Parse TOML text; errors name ``source``."""
+def loads(text: str, path: Path) -> dict[str, Any]:
+    """Parse TOML text that belongs to ``path`` (for errors)."""
     try:
         data: dict[str, Any] = tomllib.loads(text)
         return data
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc

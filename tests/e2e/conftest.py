@@ -1,4 +1,5 @@
-"""End-to-end fixtures: the real local Slurm cluster (scripts/local-cluster), the real OpenSSH.
+"""End-to-end fixtures: the real local Slurm cluster (scripts/local-cluster), the real OpenSSH,
+and the test login nodes on 127.0.0.1 (scripts/login-node).
 
 These tests run as an unprivileged user (``scripts/test`` runs them as ``isuser``). In CI, or with
 ``INTERACTIVE_SLURM_E2E=1``, a cluster that is not usable FAILS the tests; elsewhere they skip.
@@ -6,9 +7,15 @@ These tests run as an unprivileged user (``scripts/test`` runs them as ``isuser`
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import hmac
 import json
 import os
+import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -149,3 +156,127 @@ def harness(cluster: None, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(home, env, ssh_config)
     yield h
     cancel_all_and_wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# The test login nodes (scripts/login-node): two sshds on 127.0.0.1 for the laptop-side tests.
+
+LOGIN_ENV = Path("/etc/interactive-slurm-tests/login.env")
+LOGIN_HOST_KEY = Path("/etc/ssh/ssh_host_ed25519_key.pub")
+# The highest TOTP time step handed out by LoginNode.next_totp (shared by all test runs of this user).
+TOTP_STATE = Path.home() / ".cache" / "interactive-slurm-tests" / "totp-step"
+TOTP_PERIOD = 30
+_ACCEPTED = re.compile(r"^Accepted \S+ for ", re.MULTILINE)
+
+
+def totp_code(secret_hex: str, at: float, digits: int = 6, period: int = TOTP_PERIOD) -> str:
+    """RFC 6238 TOTP with HMAC-SHA1 (RFC 4226 dynamic truncation) for the time ``at``."""
+    counter = int(at) // period
+    mac = hmac.new(bytes.fromhex(secret_hex), struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
+    return str(value % 10**digits).zfill(digits)
+
+
+@dataclass(frozen=True)
+class LoginNode:
+    """The test login nodes: ``pw_port`` takes a public key or the password; ``tfa_port`` asks,
+    by keyboard-interactive, for the password and then a TOTP code, or only the code after an
+    accepted public key. Both serve only the host key in /etc/ssh/ssh_host_ed25519_key.pub."""
+
+    host: str
+    pw_port: int
+    tfa_port: int
+    password: str
+    totp_hex: str
+    log_pw: Path
+    log_2fa: Path
+    totp_window: int = 1
+
+    def totp(self, at: float | None = None) -> str:
+        """The TOTP code for the time ``at`` (default: now). For logins use ``next_totp``."""
+        return totp_code(self.totp_hex, time.time() if at is None else at)
+
+    def next_totp(self) -> str:
+        """A code that pam_oath will accept once: it refuses a code whose time step is not later
+        than the last one it accepted, so every call (in any test run of this user) gets a later
+        step: now, or up to totp_window - 1 steps ahead, else it waits for the clock. Use it for
+        every login to ``tfa_port``; a code from ``totp()`` may be refused as a replay."""
+        TOTP_STATE.parent.mkdir(parents=True, exist_ok=True)
+        with open(TOTP_STATE, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            text = f.read().strip()
+            last = int(text) if text.isdigit() else -1
+            step = max(int(time.time()) // TOTP_PERIOD, last + 1)
+            while step > int(time.time()) // TOTP_PERIOD + self.totp_window - 1:
+                time.sleep(TOTP_PERIOD - time.time() % TOTP_PERIOD + 0.1)
+            f.seek(0)
+            f.truncate()
+            f.write(f"{step}\n")
+            f.flush()
+        return self.totp(at=step * TOTP_PERIOD)
+
+    def log(self, port: int) -> Path:
+        if port == self.pw_port:
+            return self.log_pw
+        if port == self.tfa_port:
+            return self.log_2fa
+        raise ValueError(f"no test login node on port {port}")
+
+    def accepted_count(self, port: int) -> int:
+        """How many logins that port's sshd accepted so far: its "Accepted METHOD for USER" lines
+        (not the "Accepted key ... found at" lines LogLevel VERBOSE adds for each key check)."""
+        return len(_ACCEPTED.findall(self.log(port).read_text(errors="replace")))
+
+    def known_hosts_lines(self) -> str:
+        """known_hosts lines for both ports, from the host key file (no ssh-keyscan)."""
+        key = " ".join(LOGIN_HOST_KEY.read_text().split()[:2])
+        return "".join(f"[{self.host}]:{port} {key}\n" for port in (self.pw_port, self.tfa_port))
+
+
+def _ssh_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.settimeout(10)
+            return sock.recv(8).startswith(b"SSH-2.0-")
+    except OSError:
+        return False
+
+
+def _login_node() -> tuple[LoginNode | None, str]:
+    if os.getuid() == 0:
+        return None, "end-to-end tests must run as an unprivileged user (use scripts/test)"
+    try:
+        text = LOGIN_ENV.read_text()
+    except OSError as e:
+        return None, f"cannot read {LOGIN_ENV} ({e.strerror}): run scripts/login-node start as root"
+    env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    try:
+        pw_port, tfa_port = int(env["LOGIN_PW_PORT"]), int(env["LOGIN_2FA_PORT"])
+        node = LoginNode(
+            host="127.0.0.1", pw_port=pw_port, tfa_port=tfa_port,
+            password=env["LOGIN_PASSWORD"], totp_hex=env["LOGIN_TOTP_HEX"],
+            log_pw=Path(f"/var/log/interactive-slurm-login-{pw_port}.log"),
+            log_2fa=Path(f"/var/log/interactive-slurm-login-{tfa_port}.log"),
+            totp_window=int(env.get("LOGIN_TOTP_WINDOW", "1")),
+        )
+    except (KeyError, ValueError) as e:
+        return None, f"{LOGIN_ENV} is incomplete ({e!r}): run scripts/login-node start as root"
+    for path in (node.log_pw, node.log_2fa, LOGIN_HOST_KEY):
+        if not os.access(path, os.R_OK):
+            return None, f"cannot read {path}: run scripts/login-node start as root"
+    for port in (node.pw_port, node.tfa_port):
+        if not _ssh_answers(node.host, port):
+            return None, f"no sshd answers on {node.host}:{port}: run scripts/login-node start as root"
+    return node, ""
+
+
+@pytest.fixture(scope="session")
+def login_node() -> LoginNode:
+    node, problem = _login_node()
+    if node is None:
+        if REQUIRED:
+            pytest.fail(f"test login nodes not usable: {problem}", pytrace=False)
+        pytest.skip(f"test login nodes not usable: {problem}")
+    return node

@@ -1,0 +1,409 @@
+"""``interactive-slurm setup``: from nothing on a laptop to ``ssh slurm-cpu`` and VS Code.
+
+Steps, each skipped when already done (running setup again upgrades in place and changes
+nothing else)::
+
+    key      use ~/.ssh/id_ed25519 (or --identity), or make an ed25519 key
+    connect  asyncssh to the login node: key, password, keyboard-interactive (2FA) on the terminal
+    access   append the public key to the cluster's authorized_keys once
+    install  wheels rebuilt here -> SFTP -> a venv on the login node (installs.py; --no-index)
+    trust    the cluster's @cert-authority line, read over this verified connection
+    files    the managed block in ~/.ssh/config, the cluster's known_hosts, VS Code settings,
+             the [clusters.NAME] table in config.toml (each: backup, atomic write, 0600)
+
+``--dry-run`` connects and looks, changes nothing on either side, and prints every local change
+as a diff. ``uninstall`` removes exactly what setup added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import platform
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interactive_slurm import __version__, config, installs, paths
+from interactive_slurm.errors import ConfigError, InteractiveSlurmError
+from interactive_slurm.laptop import changes, jsonc, remote_scripts, sshconfig, vscode, wheels
+from interactive_slurm.laptop.connection import Login, Target, Terminal
+from interactive_slurm.runner import Runner
+
+DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
+DEFAULT_NAME = "slurm"
+VSCODE_CONNECT_TIMEOUT = 1800  # the proxy's default wait for a queued job
+_CA_LINE = re.compile(r"^@cert-authority \*\.interactive-slurm (ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) "
+                      r"([A-Za-z0-9+/]+={0,3})( [^\n]*)?$")
+
+
+class SetupError(InteractiveSlurmError):
+    """Setup could not finish; what was done so far is said, nothing is half-written."""
+
+
+@dataclass(frozen=True)
+class Request:
+    login: str
+    user: str
+    identity: Path
+    port: int = 22
+    jump: str | None = None
+    name: str = DEFAULT_NAME
+    hosts: tuple[tuple[str, str], ...] | None = None
+    profile: str | None = None
+    install_dir: str = DEFAULT_INSTALL
+    python: str = "python3"
+    ssh_config: Path = field(default_factory=lambda: Path.home() / ".ssh" / "config")
+    vscode: bool = True
+    dry_run: bool = False
+    ask_passphrase: bool = True  # for a new key, on a terminal (else the key has none)
+    system: str = field(default_factory=platform.system)
+
+    def __post_init__(self) -> None:
+        sshconfig.check_name(self.name)
+        sshconfig.check_host(self.login)
+        sshconfig.check_user(self.user)
+        if self.jump:
+            sshconfig.check_jump(self.jump)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port {self.port}: expected 1-65535")
+        if not re.match(r"^[~/][\w./~+-]*$", self.install_dir):
+            raise ConfigError(f"--install-dir {self.install_dir!r}: expected an absolute or ~/ path")
+        if not re.match(r"^[\w./+-]+$", self.python):
+            raise ConfigError(f"--python {self.python!r}: expected a command name or path")
+
+
+@dataclass
+class Report:
+    """What setup did (or, with --dry-run, would do)."""
+
+    lines: list[str] = field(default_factory=list)
+    diffs: list[str] = field(default_factory=list)
+    manual: list[str] = field(default_factory=list)
+    hosts: tuple[str, ...] = ()
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+
+# --- the key ----------------------------------------------------------------------------------
+
+def public_key_line(identity: Path) -> str:
+    pub = identity.with_name(identity.name + ".pub")
+    try:
+        text = pub.read_text().strip()
+    except FileNotFoundError as exc:
+        raise SetupError(f"{pub}: missing (the public half of {identity})") from exc
+    parts = text.split()
+    if len(parts) < 2:
+        raise SetupError(f"{pub}: not an OpenSSH public key")
+    try:
+        base64.b64decode(parts[1], validate=True)
+    except ValueError as exc:
+        raise SetupError(f"{pub}: not an OpenSSH public key") from exc
+    return text
+
+
+def make_key(identity: Path, passphrase: str | None) -> None:
+    """An ed25519 key pair at ``identity`` (0600) and ``.pub`` (0644), ~/.ssh made 0700."""
+    import getpass
+    import socket
+
+    import asyncssh
+
+    changes.private_dir(identity.parent)
+    key = asyncssh.generate_private_key(
+        "ssh-ed25519", comment=f"{getpass.getuser()}@{socket.gethostname()} (interactive-slurm)"
+    )
+    fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.export_private_key("openssh", passphrase or None))
+    os.chmod(identity, 0o600)
+    identity.with_name(identity.name + ".pub").write_bytes(key.export_public_key("openssh"))
+
+
+# --- local paths --------------------------------------------------------------------------------
+
+def known_hosts_file(name: str) -> Path:
+    return paths.config_dir() / f"known_hosts-{name}"
+
+
+def control_dir() -> Path:
+    return Path.home() / ".ssh" / "interactive-slurm-cm"
+
+
+def check_ca_line(text: str, where: str) -> str:
+    line = text.strip()
+    if not _CA_LINE.match(line):
+        raise SetupError(f"{where}: `interactive-slurm trust` printed {line[:120]!r}, not a CA line")
+    return line
+
+
+# --- planning the local files -------------------------------------------------------------------
+
+def _hosts_for(req: Request, cfg: config.Config) -> tuple[tuple[str, str], ...]:
+    if req.hosts:
+        return req.hosts
+    existing = cfg.cluster(req.name)
+    if existing and existing.hosts:
+        return tuple(zip(existing.hosts, sshconfig.KINDS))
+    first = not [c for c in cfg.clusters if c.name != req.name]
+    return sshconfig.default_hosts(req.name, first)
+
+
+def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str,
+               ca_line: str | None, report: Report) -> list[changes.Change]:
+    hosts = _hosts_for(req, cfg)
+    report.hosts = tuple(h for h, _ in hosts)
+    known = known_hosts_file(req.name)
+    block = sshconfig.Block(
+        name=req.name, login=req.login, user=req.user, port=req.port, jump=req.jump,
+        identity=str(req.identity), tool=tool, known_hosts=str(known),
+        control_dir=str(control_dir()), hosts=hosts, profile=req.profile,
+        windows=req.system == "Windows",
+    )
+    out: list[changes.Change] = []
+    # The managed known_hosts: exactly the cluster's CA line.
+    ca_text = f"{ca_line}\n" if ca_line else "<the @cert-authority line read from the cluster>\n"
+    out.append(changes.Change(known, changes.read(known), ca_text, backup=False))
+    # ~/.ssh/config
+    before = changes.read(req.ssh_config)
+    text = before or ""
+    clash = sshconfig.clashes(text, req.name, [h for h, _ in hosts])
+    if clash:
+        raise SetupError(
+            f"{req.ssh_config}: Host {', '.join(clash)} is already defined outside setup's block; "
+            "pick other names with --hosts or --name, or remove those entries"
+        )
+    after = sshconfig.put(text, sshconfig.render(block), req.name)
+    out.append(changes.Change(req.ssh_config, before, after))
+    # VS Code
+    vscode_files: list[str] = []
+    vscode_globals: list[str] = []
+    if req.vscode:
+        for product, settings in vscode.settings_files(req.system, Path.home(), os.environ):
+            current = changes.read(settings)
+            try:
+                new = vscode.plan(current or "", [h for h, _ in hosts], VSCODE_CONNECT_TIMEOUT)
+            except vscode.VSCodeSettingsError as exc:
+                report.manual.append(
+                    f"{product}: {settings} could not be edited safely ({exc}); left as it is. "
+                    f"Add by hand:\n{vscode.manual_snippet([h for h, _ in hosts], VSCODE_CONNECT_TIMEOUT)}"
+                )
+                continue
+            vscode_files.append(str(settings))
+            if jsonc.get(current or "", [vscode.SHOW_LOGIN_TERMINAL]) is jsonc.MISSING:
+                vscode_globals.append(str(settings))
+            out.append(changes.Change(settings, current, new))
+    # config.toml: what was set up
+    old = cfg.cluster(req.name)
+    entry: dict[str, Any] = {
+        "login": req.login, "user": req.user, "port": req.port, "jump": req.jump or "",
+        "identity": str(req.identity), "install": install_root,
+        "hosts": [h for h, _ in hosts], "profile": req.profile or "",
+        "ssh_config": str(req.ssh_config), "known_hosts": str(known),
+        "vscode": sorted(set(vscode_files) | set(old.vscode if old else ())),
+        "vscode_globals": sorted(set(vscode_globals) | set(old.vscode_globals if old else ())),
+    }
+    out.append(config_change(lambda data: data.setdefault("clusters", {}).__setitem__(req.name, entry)))
+    return out
+
+
+def config_change(edit: Callable[[dict[str, Any]], None]) -> changes.Change:
+    """config.toml after ``edit``; a file left with no settings at all is removed."""
+    path, before, after = config.render_update(edit)
+    return changes.Change(path, before, after or None)
+
+
+def apply_all(planned: list[changes.Change], report: Report) -> None:
+    for change in planned:
+        backup = change.apply()
+        if change.changed:
+            report.add(f"wrote {change.path}" + (f" (backup: {backup.name})" if backup else ""))
+
+
+# --- the cluster side ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Probe:
+    python: tuple[int, int]
+    home: str
+    root: str
+    authorized: bool
+    current: str | None
+    complete: bool
+
+
+async def _json(login: Login, argv: list[str], *, input: str | None = None) -> dict[str, Any]:
+    result = await login.run(argv, input=input, check=False)
+    out = str(result.stdout or "").strip().splitlines()
+    try:
+        data: dict[str, Any] = json.loads(out[-1]) if out else {}
+    except ValueError:
+        data = {}
+    if result.exit_status != 0 or not data or "error" in data:
+        detail = data.get("error") or str(result.stderr or result.stdout or "no output").strip()
+        raise SetupError(f"on {login.target.host}: {detail.splitlines()[-1] if detail else 'failed'}")
+    return data
+
+
+async def probe(login: Login, req: Request, pub: str, vid: str) -> Probe:
+    data = await _json(login, [req.python, "-c", remote_scripts.PROBE, req.install_dir, pub, vid])
+    py = (int(data["python"][0]), int(data["python"][1]))
+    if py < (3, 9):
+        raise SetupError(
+            f"{req.login}: {req.python} is Python {py[0]}.{py[1]}; interactive-slurm needs 3.9 or "
+            "newer on the cluster (try --python python3.11, or `module load python` in ~/.bashrc)"
+        )
+    return Probe(py, str(data["home"]), str(data["root"]), bool(data["authorized"]),
+                 data["current"], bool(data["complete"]))
+
+
+async def install(login: Login, req: Request, root: str, vid: str, wheel_files: list[Path]) -> None:
+    remote_wheels = f"{root}/wheels/{vid}"
+    await login.upload(wheel_files, remote_wheels)
+    source = Path(installs.__file__).read_text()
+    await _json(login, [req.python, "-", "install", root, remote_wheels, vid], input=source)
+
+
+def build_wheels(runner: Runner, dest: Path, py: tuple[int, int]) -> tuple[str, list[Path]]:
+    built = wheels.build_all(runner, dest, py)
+    files = [b.path for b in built]
+    return installs.version_id(__version__, files), files
+
+
+def run(req: Request, term: Terminal, runner: Runner) -> Report:
+    return asyncio.run(_run(req, term, runner))
+
+
+async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
+    report = Report()
+    cfg = config.load()
+    if not req.identity.exists():
+        if req.dry_run:
+            report.add(f"would make an ed25519 key {req.identity}")
+        else:
+            passphrase = None
+            if term.interactive and req.ask_passphrase:
+                passphrase = term.ask(f"Passphrase for the new key {req.identity} (empty for none): ",
+                                      secret=True)
+            make_key(req.identity, passphrase)
+            report.add(f"made an ed25519 key {req.identity}")
+    with tempfile.TemporaryDirectory(prefix="interactive-slurm-wheels-") as tmp:
+        login = await Login.open(Target(req.login, req.port, req.user, req.identity, req.jump), term)
+        try:
+            pub = public_key_line(req.identity) if req.identity.exists() else "x AAAA"
+            # The wheels depend on the cluster's Python: a first look with a placeholder id.
+            first = await probe(login, req, pub, "0")
+            vid, wheel_files = build_wheels(runner, Path(tmp), first.python)
+            found = await probe(login, req, pub, vid)
+            tool = str(Path(found.root) / "current" / "bin" / "interactive-slurm")
+            if req.dry_run:
+                if not found.authorized:
+                    report.add(f"would add {req.identity}.pub to {req.login}:~/.ssh/authorized_keys")
+                if not found.complete or found.current != vid:
+                    report.add(f"would install interactive-slurm {vid} into {req.login}:{found.root}")
+                ca_line = None
+            else:
+                if not found.authorized:
+                    await _json(login, [req.python, "-c", remote_scripts.AUTHORIZE, pub])
+                    report.add(f"added your key to {req.login}:~/.ssh/authorized_keys")
+                if not found.complete or found.current != vid:
+                    await install(login, req, found.root, vid, wheel_files)
+                    report.add(f"installed interactive-slurm {vid} in {req.login}:{found.root}")
+                else:
+                    report.add(f"interactive-slurm {vid} already installed in {req.login}:{found.root}")
+                if req.profile:
+                    await login.run([tool, "profiles", req.profile])  # names the valid ones if not
+                trust = await login.run([tool, "trust"])
+                ca_line = check_ca_line(str(trust.stdout), f"{req.login}:{tool}")
+        finally:
+            await login.close()
+    planned = plan_files(req, cfg, tool=tool, install_root=found.root, ca_line=ca_line, report=report)
+    if req.dry_run:
+        report.diffs += [c.diff() for c in planned if c.changed]
+        return report
+    changes.private_dir(control_dir())
+    apply_all(planned, report)
+    return report
+
+
+# --- uninstall and listing ----------------------------------------------------------------------
+
+def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
+    cfg = config.load()
+    cluster = cfg.cluster(name)
+    if cluster is None:
+        known = ", ".join(c.name for c in cfg.clusters) or "none"
+        raise SetupError(f"no cluster {name!r} was set up here (set up: {known})")
+    out: list[changes.Change] = []
+    if cluster.ssh_config:
+        path = Path(cluster.ssh_config)
+        before = changes.read(path)
+        if before is not None:
+            after: str | None = sshconfig.remove(before, name)
+            out.append(changes.Change(path, before, after if after else None))
+    if cluster.known_hosts:
+        path = Path(cluster.known_hosts)
+        out.append(changes.Change(path, changes.read(path), None, backup=False))
+    others = [c for c in cfg.clusters if c.name != name]
+    for settings in cluster.vscode:
+        path = Path(settings)
+        before = changes.read(path)
+        if before is None:
+            continue
+        remove_globals = settings in cluster.vscode_globals and not any(
+            settings in c.vscode for c in others)
+        try:
+            new = vscode.unplan(before, list(cluster.hosts), remove_globals=remove_globals,
+                                connect_timeout=VSCODE_CONNECT_TIMEOUT)
+        except vscode.VSCodeSettingsError:
+            continue  # a file the user broke since: left alone, said by the caller
+        out.append(changes.Change(path, before, new))
+
+    def drop(data: dict[str, Any]) -> None:
+        data.get("clusters", {}).pop(name, None)
+        if not data.get("clusters"):
+            data.pop("clusters", None)
+
+    out.append(config_change(drop))
+    return cluster, out
+
+
+def uninstall(name: str, term: Terminal, *, remove_install: bool, dry_run: bool) -> Report:
+    report = Report()
+    cluster, planned = plan_uninstall(name)
+    report.hosts = cluster.hosts
+    if dry_run:
+        report.diffs += [c.diff() for c in planned if c.changed]
+        if remove_install:
+            report.add(f"would remove {cluster.login}:{cluster.install}")
+        return report
+    if remove_install:
+        asyncio.run(_remove_install(cluster, term))
+        report.add(f"removed {cluster.login}:{cluster.install}")
+    apply_all(planned, report)
+    return report
+
+
+async def _remove_install(cluster: config.Cluster, term: Terminal) -> None:
+    target = Target(cluster.login, cluster.port, cluster.user, Path(cluster.identity), cluster.jump or None)
+    login = await Login.open(target, term)
+    try:
+        await _json(login, ["python3", "-c", remote_scripts.UNINSTALL, cluster.install])
+    finally:
+        await login.close()
+
+
+def describe(cluster: config.Cluster) -> dict[str, Any]:
+    return {
+        "name": cluster.name, "login": cluster.login, "user": cluster.user, "port": cluster.port,
+        "jump": cluster.jump, "hosts": list(cluster.hosts), "profile": cluster.profile,
+        "install": cluster.install, "ssh_config": cluster.ssh_config,
+    }
+

@@ -1,0 +1,224 @@
+"""The managed block in ``~/.ssh/config``: render it, put it in, take it out (pure functions).
+
+One block per cluster, between ``# BEGIN interactive-slurm NAME`` and ``# END interactive-slurm
+NAME``. A new block goes at the top of the file, because ssh takes the *first* value it finds for
+an option: a user's ``Host *`` further down cannot override the block's ``User``, ``ProxyCommand``
+or host key settings, yet still adds whatever the block leaves unset. The block ends with a
+``Host *`` line, so lines that followed it at the top level still apply to every host, as before.
+Everything outside the block is kept byte for byte; taking the block out restores the file.
+
+The login hop is written as options on the ProxyCommand's own ``ssh`` (not as a ``Host`` entry), so
+it works whatever ``-F`` or ``Include`` layout the user has, and the user's own settings for the
+login node (ProxyJump, GSSAPI, ...) still apply to what the block leaves unset. On Linux and macOS
+that hop is a shared connection (``ControlMaster auto``): a second factor is asked once and
+reconnects skip the login handshake. OpenSSH for Windows has no ControlMaster.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from interactive_slurm.errors import ConfigError
+
+KINDS = ("cpu", "gpu")
+CONTROL_PERSIST = "30m"
+WINDOWS_SSH = "C:/Windows/System32/OpenSSH/ssh.exe"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_JUMP = re.compile(r"^[A-Za-z0-9_@.:,\[\]-]+$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(f"cluster name {name!r}: use letters, digits, - and _ (up to 31)")
+    return name
+
+
+def check_host(host: str, what: str = "login host") -> str:
+    if not _HOST.match(host) or len(host) > 253:
+        raise ConfigError(f"{what} {host!r}: expected a host name or address")
+    return host
+
+
+def check_user(user: str) -> str:
+    if not _USER.match(user) or len(user) > 64:
+        raise ConfigError(f"user {user!r}: expected a login name")
+    return user
+
+
+def check_jump(jump: str) -> str:
+    if not _JUMP.match(jump):
+        raise ConfigError(f"jump host {jump!r}: expected [user@]host[:port][,...]")
+    return jump
+
+
+@dataclass(frozen=True)
+class Block:
+    """What one cluster's block says (all paths absolute, as the laptop sees them)."""
+
+    name: str
+    login: str
+    user: str
+    port: int
+    jump: str | None
+    identity: str
+    tool: str  # the console script on the login node, absolute
+    known_hosts: str
+    control_dir: str
+    hosts: tuple[tuple[str, str], ...]  # (host alias, kind)
+    profile: str | None = None
+    windows: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_host(self.login)
+        check_user(self.user)
+        if self.jump:
+            check_jump(self.jump)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port}: expected 1-65535")
+        for alias, kind in self.hosts:
+            check_host(alias, "host alias")
+            if kind not in KINDS:
+                raise ConfigError(f"host {alias}: kind {kind!r} is not cpu or gpu")
+
+
+def begin_marker(name: str) -> str:
+    return f"# BEGIN interactive-slurm {name}"
+
+
+def end_marker(name: str) -> str:
+    return f"# END interactive-slurm {name}"
+
+
+def default_hosts(name: str, first: bool) -> tuple[tuple[str, str], ...]:
+    """``slurm-cpu``/``slurm-gpu`` for the first cluster, ``NAME-cpu``/``NAME-gpu`` after."""
+    prefix = "slurm" if first else name
+    return tuple((f"{prefix}-{kind}", kind) for kind in KINDS)
+
+
+def parse_hosts(value: str) -> tuple[tuple[str, str], ...]:
+    """``--hosts cpu-alias[,gpu-alias]``: the first is the CPU host, the second the GPU host."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not 1 <= len(names) <= 2 or len(set(names)) != len(names):
+        raise ConfigError(f"--hosts {value!r}: give one or two different names (cpu[,gpu])")
+    return tuple((check_host(n, "host alias"), kind) for n, kind in zip(names, KINDS))
+
+
+def _ssh_value(text: str) -> str:
+    """A value for ssh_config: ``%`` doubled (ProxyCommand expands %-tokens)."""
+    return text.replace("%", "%%")
+
+
+def _windows_quote(arg: str) -> str:
+    return f'"{arg}"' if any(c in arg for c in ' \t"') else arg
+
+
+def proxy_argv(block: Block, kind: str) -> list[str]:
+    """The ProxyCommand as argv: ssh to the login node, running the proxy there."""
+    remote = [block.tool, "proxy", kind]
+    if block.profile:
+        remote += ["--profile", block.profile]
+    ssh = WINDOWS_SSH if block.windows else "ssh"
+    argv = [ssh]
+    if not block.windows:
+        argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={block.control_dir}/%C",
+                 "-o", f"ControlPersist={CONTROL_PERSIST}"]
+    argv += ["-o", "ServerAliveInterval=30", "-o", "ConnectTimeout=30",
+             "-i", block.identity, "-p", str(block.port), "-l", block.user]
+    if block.jump:
+        argv += ["-J", block.jump]
+    # The remote command is one argument: the login node's shell splits it again, so each of
+    # its words is quoted for that (POSIX) shell.
+    argv += ["-T", block.login, shlex.join(remote)]
+    return argv
+
+
+def proxy_command(block: Block, kind: str) -> str:
+    argv = proxy_argv(block, kind)
+    if block.windows:
+        return _ssh_value(" ".join(_windows_quote(a.replace("\\", "/")) for a in argv))
+    return _ssh_value(shlex.join(argv))
+
+
+def _config_path(path: str, windows: bool) -> str:
+    path = path.replace("\\", "/") if windows else path
+    return f'"{path}"' if " " in path else path
+
+
+def render(block: Block) -> str:
+    """The block's text, markers included, ending with a newline."""
+    lines = [
+        f"{begin_marker(block.name)} (written by `interactive-slurm setup`; changes here are replaced)",
+    ]
+    for alias, kind in block.hosts:
+        lines += [
+            f"Host {alias}",
+            f"  ProxyCommand {proxy_command(block, kind)}",
+            f"  User {block.user}",
+            f"  IdentityFile {_config_path(block.identity, block.windows)}",
+            f"  HostKeyAlias {kind}.interactive-slurm",
+            f"  UserKnownHostsFile {_config_path(block.known_hosts, block.windows)}",
+            "  StrictHostKeyChecking yes",
+            "  CheckHostIP no",
+            "  ServerAliveInterval 30",
+        ]
+    lines += [
+        "# (the line below ends these hosts: what follows applies to every host, as before)",
+        "Host *",
+        end_marker(block.name),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _span(text: str, name: str) -> tuple[int, int] | None:
+    """Start and end (after the end marker's newline) of NAME's block in ``text``."""
+    begin = re.search(rf"^{re.escape(begin_marker(name))}(?: .*)?$", text, re.M)
+    if not begin:
+        return None
+    end = re.compile(rf"^{re.escape(end_marker(name))}[ \t]*(?:\r?\n|$)", re.M).search(text, begin.end())
+    if not end:
+        raise ConfigError(
+            f"the interactive-slurm block {name!r} has a BEGIN line but no "
+            f"`{end_marker(name)}` line; fix the file by hand, nothing was changed"
+        )
+    return begin.start(), end.end()
+
+
+def blocks_in(text: str) -> list[str]:
+    """Names of the managed blocks in ``text``, in order."""
+    return re.findall(r"^# BEGIN interactive-slurm (\S+)", text, re.M)
+
+
+def put(text: str, block_text: str, name: str) -> str:
+    """``text`` with NAME's block replaced in place, or inserted at the top."""
+    span = _span(text, name)
+    if span:
+        return text[: span[0]] + block_text + text[span[1]:]
+    return block_text + text
+
+
+def remove(text: str, name: str) -> str:
+    """``text`` without NAME's block (unchanged if there is none)."""
+    span = _span(text, name)
+    return text if span is None else text[: span[0]] + text[span[1]:]
+
+
+def host_names(text: str) -> list[str]:
+    """Every pattern named on a ``Host`` line outside ``exclude``'s blocks (for clash checks)."""
+    names: list[str] = []
+    for line in text.splitlines():
+        words = line.strip().split()
+        if len(words) > 1 and words[0].lower() == "host":
+            names += words[1:]
+    return names
+
+
+def clashes(text: str, name: str, aliases: Sequence[str]) -> list[str]:
+    """Aliases that a ``Host`` line outside NAME's own block already names."""
+    others = set(host_names(remove(text, name)))
+    return [a for a in aliases if a in others]

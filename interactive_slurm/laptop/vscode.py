@@ -1,0 +1,139 @@
+"""VS Code's user settings for our hosts: where the settings.json files are, and the surgical edit.
+
+Remote-SSH needs three settings for a ProxyCommand host whose session may wait in a Slurm queue:
+
+- ``remote.SSH.connectTimeout``: seconds to wait for the connection (the queue wait counts);
+- ``remote.SSH.remotePlatform``: ``{"<host>": "linux"}`` so VS Code does not ask, or guess wrong;
+- ``remote.SSH.showLoginTerminal``: ``true``, so password and 2FA prompts can be answered.
+
+``plan``/``unplan`` are pure functions of the file's text; reading, backups and the atomic write
+belong to the caller, which prints ``manual_snippet`` when a file cannot be edited safely.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.laptop import jsonc
+
+PRODUCTS = ("Code", "Code - Insiders", "VSCodium", "Cursor")
+"""The editors that share VS Code's settings layout: their folder names under the config dir."""
+
+CONNECT_TIMEOUT = "remote.SSH.connectTimeout"
+REMOTE_PLATFORM = "remote.SSH.remotePlatform"
+SHOW_LOGIN_TERMINAL = "remote.SSH.showLoginTerminal"
+PLATFORM = "linux"
+
+
+class VSCodeSettingsError(InteractiveSlurmError):
+    """A settings.json that cannot be edited safely; nothing was changed."""
+
+
+def _config_root(system: str, home: Path, env: Mapping[str, str]) -> Path:
+    """The folder that holds ``<Product>/User`` (VSCODE_APPDATA overrides it, as in VS Code)."""
+    if env.get("VSCODE_APPDATA"):
+        return Path(env["VSCODE_APPDATA"])
+    if system == "Windows":
+        return Path(env["APPDATA"]) if env.get("APPDATA") else home / "AppData" / "Roaming"
+    if system == "Darwin":
+        return home / "Library" / "Application Support"
+    xdg = env.get("XDG_CONFIG_HOME", "")
+    return Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".config"
+
+
+def settings_files(system: str, home: Path, env: Mapping[str, str]) -> list[tuple[str, Path]]:
+    """(product, settings.json path) for each known editor whose ``User`` folder exists.
+
+    ``system`` is a value of ``platform.system()``; the settings file itself may not exist yet.
+    """
+    root = _config_root(system, home, env)
+    return [
+        (product, root / product / "User" / "settings.json")
+        for product in PRODUCTS
+        if (root / product / "User").is_dir()
+    ]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(text: str) -> Any:
+    """The settings as Python values ({} for an empty file); an error unless we can edit them safely."""
+    settings = {} if jsonc.is_empty(text) else jsonc.loads(text)
+    if not isinstance(settings, dict):
+        raise jsonc.JsoncError("the top-level value is not an object")
+    for ours in (CONNECT_TIMEOUT, REMOTE_PLATFORM, SHOW_LOGIN_TERMINAL):
+        jsonc.get(text, [ours])  # raises if the key appears twice
+        for key, value in settings.items():
+            if ours.startswith(key + ".") and isinstance(value, dict):
+                raise jsonc.JsoncError(f"{json.dumps(key)} also sets {json.dumps(ours)} (nested form)")
+    platforms = settings.get(REMOTE_PLATFORM, {})
+    if not isinstance(platforms, dict):
+        raise jsonc.JsoncError(f"{json.dumps(REMOTE_PLATFORM)} is not an object of host: platform")
+    return settings
+
+
+def plan(text: str, hosts: Sequence[str], connect_timeout: int) -> str:
+    """``text`` with the settings our hosts need; only the changed values and new members differ.
+
+    An existing ``connectTimeout`` at least as large is kept; other hosts in ``remotePlatform`` are
+    kept. Idempotent. VSCodeSettingsError (naming what failed) if the text cannot be edited safely.
+    """
+    if not _is_number(connect_timeout) or connect_timeout <= 0:
+        raise ValueError(f"connect_timeout must be a positive number of seconds, not {connect_timeout!r}")
+    try:
+        settings = _check(text)
+        current = settings.get(CONNECT_TIMEOUT)
+        if not (_is_number(current) and current >= connect_timeout):
+            text = jsonc.set_value(text, [CONNECT_TIMEOUT], connect_timeout)
+        if hosts:
+            if REMOTE_PLATFORM not in settings:
+                text = jsonc.set_value(text, [REMOTE_PLATFORM], {host: PLATFORM for host in hosts})
+            for host in hosts:
+                text = jsonc.set_value(text, [REMOTE_PLATFORM, host], PLATFORM)
+        if settings.get(SHOW_LOGIN_TERMINAL) is not True:
+            text = jsonc.set_value(text, [SHOW_LOGIN_TERMINAL], True)
+    except jsonc.JsoncError as exc:
+        raise VSCodeSettingsError(f"cannot edit the VS Code settings safely: {exc}") from None
+    return text
+
+
+def unplan(
+    text: str, hosts: Sequence[str], *, remove_globals: bool, connect_timeout: int | None = None
+) -> str:
+    """``text`` without our hosts in ``remotePlatform`` (the key goes when nothing else is left in it).
+
+    With ``remove_globals`` (the caller knows ``plan`` added them), ``showLoginTerminal: true`` and,
+    if it still equals ``connect_timeout``, ``connectTimeout`` go too; values the user changed stay.
+    """
+    try:
+        settings = _check(text)
+        platforms = settings.get(REMOTE_PLATFORM)
+        if isinstance(platforms, dict):
+            for host in hosts:
+                text = jsonc.remove(text, [REMOTE_PLATFORM, host])
+            if platforms and jsonc.source(text, [REMOTE_PLATFORM]) == "{}":
+                text = jsonc.remove(text, [REMOTE_PLATFORM])
+        if remove_globals:
+            if settings.get(SHOW_LOGIN_TERMINAL) is True:
+                text = jsonc.remove(text, [SHOW_LOGIN_TERMINAL])
+            current = settings.get(CONNECT_TIMEOUT)
+            if connect_timeout is not None and _is_number(current) and current == connect_timeout:
+                text = jsonc.remove(text, [CONNECT_TIMEOUT])
+    except jsonc.JsoncError as exc:
+        raise VSCodeSettingsError(f"cannot edit the VS Code settings safely: {exc}") from None
+    return text
+
+
+def manual_snippet(hosts: Sequence[str], connect_timeout: int) -> str:
+    """The members to add by hand to settings.json, as JSON (an object, four-space indent)."""
+    settings: dict[str, Any] = {CONNECT_TIMEOUT: connect_timeout}
+    if hosts:
+        settings[REMOTE_PLATFORM] = {host: PLATFORM for host in hosts}
+    settings[SHOW_LOGIN_TERMINAL] = True
+    return json.dumps(settings, indent=4)
