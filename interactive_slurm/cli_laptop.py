@@ -25,9 +25,12 @@ class ClickTerminal:
         self.interactive = sys.stdin.isatty()
 
     def ask(self, prompt: str, *, secret: bool = False, default: str | None = None) -> str:
+        """A line from the terminal; a secret may be empty (a key without passphrase)."""
+        if default is None and secret:
+            default = ""
         value: str = click.prompt(prompt.rstrip(": ") if default else prompt, hide_input=secret,
                                   default=default, prompt_suffix=": " if default else "",
-                                  show_default=bool(default), err=True)
+                                  show_default=bool(default) and not secret, err=True)
         return value
 
     def confirm(self, question: str, *, default: bool = False) -> bool:

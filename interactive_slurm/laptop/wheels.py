@@ -143,6 +143,15 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest}"
 
 
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A zip entry with a fixed date: the same files make the same wheel, byte for byte, so
+    setup can tell an install it has already made (its id is a digest of the wheels)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
 def repack(dist: metadata.Distribution, dest: Path) -> Path:
     """Rebuild the wheel of an installed pure-Python distribution into ``dest``."""
     name = dist.metadata["Name"]
@@ -175,10 +184,10 @@ def repack(dist: metadata.Distribution, dest: Path) -> Path:
                 raise WheelError(f"{name}: installed file {path} is missing; reinstall {name}")
             data = path.read_bytes()
             arcname = "/".join(parts)
-            zf.writestr(arcname, data)
+            zf.writestr(_entry(arcname), data)
             record.append(f"{arcname},{_record_hash(data)},{len(data)}")
         record.append(f"{info_dir}/RECORD,,")
-        zf.writestr(f"{info_dir}/RECORD", "\n".join(record) + "\n")
+        zf.writestr(_entry(f"{info_dir}/RECORD"), "\n".join(record) + "\n")
     return target
 
 

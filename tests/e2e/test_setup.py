@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import TOOL, LoginNode, cancel_all_and_wait, my_jobs
+from .test_connect import _free_port
 
 CLUSTER_HOME = Path("/home") / os.environ.get("USER", "isuser")
 
@@ -211,7 +212,8 @@ def test_setup_with_password_then_plain_ssh_and_vscode_style(laptop: Laptop, log
 
     # VS Code's pattern: bash on stdin, a SOCKS forward (-D), no tty.
     script = "echo vscode-ok $SLURM_JOB_ID\nexit 0\n"
-    result = laptop.ssh("-o", "BatchMode=yes", "-T", "-D", "0", "slurm-cpu", "bash", input=script)
+    result = laptop.ssh("-o", "BatchMode=yes", "-T", "-D", str(_free_port()), "slurm-cpu", "bash",
+                        input=script)
     assert result.returncode == 0, result.stderr
     assert f"vscode-ok {jobs[0]['id']}" in result.stdout and len(my_jobs()) == 1
 

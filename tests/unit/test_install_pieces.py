@@ -73,6 +73,13 @@ def test_repacked_wheels_are_complete_and_recorded(built: tuple[Path, list[wheel
             assert f"{name},sha256=" in record
 
 
+def test_the_same_install_makes_the_same_wheels(built: tuple[Path, list[wheels.Built]],
+                                                tmp_path: Path) -> None:
+    _, made = built
+    again = wheels.build_all(SubprocessRunner(), tmp_path, (sys.version_info[0], sys.version_info[1]))
+    assert [b.path.read_bytes() for b in again] == [b.path.read_bytes() for b in made]
+
+
 def test_install_switch_again_and_prune(built: tuple[Path, list[wheels.Built]], tmp_path: Path) -> None:
     dest, made = built
     root = tmp_path / "root"
