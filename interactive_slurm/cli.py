@@ -18,6 +18,7 @@ import click
 from interactive_slurm import __version__, config, hostca, paths, profiles, proxy, remote
 from interactive_slurm.cli_laptop import clusters_cmd, setup_cmd
 from interactive_slurm.cli_remote import remote_cli
+from interactive_slurm.cli_update import self_check_cmd, update_cmd
 from interactive_slurm.errors import InteractiveSlurmError
 from interactive_slurm.runner import SubprocessRunner
 
@@ -232,6 +233,8 @@ def profiles_set_cmd(name: str, settings: tuple[str, ...], base: str | None) -> 
 
 
 cli.add_command(remote_cli)
+cli.add_command(update_cmd)
+cli.add_command(self_check_cmd)
 cli.add_command(setup_cmd)
 cli.add_command(clusters_cmd)
 

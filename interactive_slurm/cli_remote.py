@@ -1,4 +1,5 @@
-"""The ``remote`` verbs: list, cancel, ssh and gpuswap (also ``interactive-slurm remote ...``).
+"""The ``remote`` verbs: list, cancel, ssh, gpuswap, check and update (also ``interactive-slurm
+remote ...``).
 
 Thin click layer over :mod:`interactive_slurm.remote`; errors are reported by ``cli.main``.
 """
@@ -10,6 +11,7 @@ import sys
 import click
 
 from interactive_slurm import __version__, config, profiles, remote, slurm
+from interactive_slurm.cli_update import check_cmd, update_cmd
 from interactive_slurm.errors import UsageError
 from interactive_slurm.runner import Runner, exec_replace
 
@@ -118,3 +120,7 @@ def gpuswap_cmd(
         return
     known = remote.ensure_known_hosts(runner)
     exec_replace([*remote.ssh_argv(ep, known), *command])
+
+
+remote_cli.add_command(check_cmd)
+remote_cli.add_command(update_cmd)

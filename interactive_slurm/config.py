@@ -11,6 +11,12 @@
     user = "alice"
     ...
 
+    [update]                      # the cluster install's updater (see updater.py)
+    url = "https://git.example.org/interactive-slurm.git"  # git remote; a local path works too
+    channel = "stable"            # stable (vX.Y.Z) | pre (pre-releases too) | a tag or commit
+    interval_hours = 24           # how often the proxy starts an automatic check
+    enabled = true                # automatic checks (only when url is set)
+
 A missing file means all defaults. Unknown keys and bad values are errors naming the file.
 The ``clusters`` tables are written by ``setup`` (:func:`render_update`), validated by this same
 parser before anything is written.
@@ -19,6 +25,7 @@ parser before anything is written.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,24 @@ from typing import Any
 from interactive_slurm import paths, tomlio
 from interactive_slurm.errors import ConfigError
 from interactive_slurm.profiles import check_profile_name
+
+CHANNELS = ("stable", "pre")
+_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The ``[update]`` table: where updates come from and how often the proxy checks."""
+
+    url: str = ""
+    channel: str = "stable"
+    interval_hours: float = 24.0
+    enabled: bool = True
+
+    @property
+    def automatic(self) -> bool:
+        """Automatic checks run only when enabled and a source is configured."""
+        return self.enabled and bool(self.url)
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,7 @@ class Config:
     default_profile: str = "default"
     wait_timeout: float = 1800.0
     sshd: str = "/usr/sbin/sshd"
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     clusters: tuple[Cluster, ...] = field(default=())
     source: Path | None = None
 
@@ -60,7 +86,7 @@ class Config:
         return next((c for c in self.clusters if c.name == name), None)
 
 
-KEYS = ("default_profile", "wait_timeout", "sshd", "clusters")
+KEYS = ("default_profile", "wait_timeout", "sshd", "clusters", "update")
 _CLUSTER_STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
 _CLUSTER_LIST = ("hosts", "vscode", "vscode_globals")
 
@@ -105,11 +131,65 @@ def _parse_cluster(name: str, table: Any, source: Path) -> Cluster:
     return Cluster(**values)
 
 
+UPDATE_KEYS = ("url", "channel", "interval_hours", "enabled")
+
+
+def check_channel(value: str) -> str:
+    """``stable``, ``pre``, or a pinned tag, branch or commit (a plain git ref name)."""
+    if value in CHANNELS:
+        return value
+    if not _PIN.match(value) or ".." in value or value.endswith((".lock", "/")) or "//" in value:
+        raise ConfigError(
+            f"channel {value!r}: expected stable, pre, or a tag, branch or commit to pin to"
+        )
+    return value
+
+
+def parse_update(data: Any, source: Path) -> UpdateConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: update = {data!r}: expected a table [update]")
+    for key, value in data.items():
+        if key not in UPDATE_KEYS:
+            raise ConfigError(f"{source}: [update] {key} = {value!r}: unknown key; valid keys: "
+                              f"{', '.join(UPDATE_KEYS)}")
+    values: dict[str, Any] = {}
+    if "url" in data:
+        value = data["url"]
+        if not isinstance(value, str) or value.startswith("-") or any(c in value for c in "\n\r\0"):
+            raise ConfigError(f"{source}: [update] url = {value!r}: expected a git URL or path")
+        values["url"] = value
+    if "channel" in data:
+        value = data["channel"]
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: [update] channel = {value!r}: expected stable, pre, "
+                              "or a tag, branch or commit to pin to")
+        try:
+            values["channel"] = check_channel(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: [update] {exc}") from exc
+    if "interval_hours" in data:
+        value = data["interval_hours"]
+        if (
+            isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0
+        ):
+            raise ConfigError(f"{source}: [update] interval_hours = {value!r}: expected hours > 0")
+        values["interval_hours"] = float(value)
+    if "enabled" in data:
+        value = data["enabled"]
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: [update] enabled = {value!r}: expected true or false")
+        values["enabled"] = value
+    return UpdateConfig(**values)
+
+
 def parse(data: dict[str, Any], source: Path) -> Config:
     for key, value in data.items():
         if key not in KEYS:
             raise ConfigError(f"{source}: {key} = {value!r}: unknown key; valid keys: {', '.join(KEYS)}")
     values: dict[str, Any] = {"source": source}
+    if "update" in data:
+        values["update"] = parse_update(data["update"], source)
     if "default_profile" in data:
         value = data["default_profile"]
         if not isinstance(value, str):
@@ -168,3 +248,37 @@ def render_update(change: Callable[[dict[str, Any]], None]) -> tuple[Path, str |
     after = tomli_w.dumps(data)
     parse(tomlio.loads(after, path), path)
     return path, before, after
+
+
+_UPDATE_HEADER = re.compile(r"^\s*\[\s*update\s*\]\s*(#.*)?$")
+_TABLE_HEADER = re.compile(r"^\s*\[")
+_ENABLED_LINE = re.compile(r"^\s*enabled\s*=")
+
+
+def set_update_enabled(path: Path, enabled: bool) -> Config:
+    """Set ``[update] enabled`` in ``path``, keeping the rest of the file (comments too).
+
+    The result is parsed before it replaces the file, so a broken file is never written.
+    """
+    from interactive_slurm.fsutil import write_private_atomic
+
+    value = "true" if enabled else "false"
+    lines = path.read_text().splitlines() if path.exists() else []
+    start = next((i for i, line in enumerate(lines) if _UPDATE_HEADER.match(line)), None)
+    if start is None:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines += ["[update]", f"enabled = {value}"]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if _TABLE_HEADER.match(lines[i])),
+                   len(lines))
+        found = next((i for i in range(start + 1, end) if _ENABLED_LINE.match(lines[i])), None)
+        if found is None:
+            lines.insert(start + 1, f"enabled = {value}")
+        else:
+            lines[found] = f"enabled = {value}"
+    text = "\n".join(lines) + "\n"
+    cfg = parse(tomlio.loads(text, path), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private_atomic(path, text, mode=0o600 if not path.exists() else path.stat().st_mode & 0o777)
+    return cfg

@@ -5,17 +5,28 @@ session must be quick: this module answers ``proxy KIND [--profile P] [--contain
 endpoint records alone, importing neither click nor the Slurm layer. Anything else (no live
 session, other options, other verbs, ``--help``) goes to the full CLI in :mod:`cli`, which
 validates every value and takes the slow path.
+
+A proxy run from a versioned install (``<root>/versions/<id>``) also starts the automatic update
+check when it is due: one ``stat`` of ``<state>/update/next-check`` (its mtime is the due time),
+and only then a detached ``python -m interactive_slurm update --auto`` with its output in
+``<state>/update/check.log``. It never writes to the SSH stream and never delays the connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
+import time
 
 from interactive_slurm.errors import InteractiveSlurmError
 
 _OPTIONS = ("--profile", "--container", "--timeout")
+#: How long a started check owns the stamp before another proxy may start one (it sets the
+#: real next due time when it ends, succeeded or not).
+CLAIM_SECONDS = 3600
+LOG_LIMIT = 256 * 1024
 
 
 def parse_proxy_args(args: list[str]) -> tuple[str, str | None, str] | None:
@@ -57,8 +68,55 @@ def fast_socket(kind: str, profile: str | None, container: str) -> socket.socket
     return connect_first(endpoint.find(kind, profile or default_profile(), container))
 
 
+def update_check_due(now: float) -> bool:
+    """Whether this install should start the automatic update check now (one stat)."""
+    if os.path.basename(os.path.dirname(os.path.realpath(sys.prefix))) != "versions":
+        return False  # not a versioned install: nothing to update
+    from interactive_slurm import paths
+
+    try:
+        return os.stat(paths.update_dir() / "next-check").st_mtime <= now
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def start_update_check(now: float) -> None:
+    """Claim the stamp and start the detached check, its stdio in the update log."""
+    import subprocess
+
+    from interactive_slurm import paths
+
+    folder = paths.ensure_private_dir(paths.update_dir())
+    stamp = folder / "next-check"
+    stamp.touch(mode=0o600)
+    os.utime(stamp, (now + CLAIM_SECONDS, now + CLAIM_SECONDS))
+    log_path = folder / "check.log"
+    if log_path.exists() and log_path.stat().st_size > LOG_LIMIT:
+        os.replace(log_path, folder / "check.log.1")
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        subprocess.Popen(
+            [sys.executable, "-I", "-m", "interactive_slurm", "update", "--auto"],
+            stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd="/", start_new_session=True,
+        )
+    finally:
+        os.close(fd)
+
+
+def maybe_start_update_check() -> None:
+    now = time.time()
+    if update_check_due(now):
+        # The check must never stop a connection; a failed start is retried after the claim.
+        with contextlib.suppress(OSError, ValueError):
+            start_update_check(now)
+
+
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["proxy"]:
+        maybe_start_update_check()
     if args[:1] == ["proxy"] and not os.environ.get("INTERACTIVE_SLURM_NO_FAST_PATH"):
         request = parse_proxy_args(args[1:])
         sock = None

@@ -11,6 +11,7 @@
      │    ├── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
      │    └── Aborted                the user gave up: a signal, or ssh closed stdin (exit 130)
      ├── EndpointError               an endpoint record is unreadable, unsafe or forged
+     ├── UpdateError                 the updater could not fetch, build, install or switch
      └── UsageError                  a command-line value is invalid
 """
 
@@ -60,6 +61,10 @@ class Aborted(ProxyError):
 
 class EndpointError(InteractiveSlurmError):
     """An endpoint record is malformed, or its file fails the ownership/mode checks."""
+
+
+class UpdateError(InteractiveSlurmError):
+    """An update, rollback or check failed; ``current`` is as it was."""
 
 
 class UsageError(InteractiveSlurmError):

@@ -31,7 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 PACKAGE = "interactive-slurm"
@@ -73,6 +73,25 @@ def wheels_dir(root: Path, vid: str) -> Path:
     return root / "wheels" / check_id(vid)
 
 
+def root_of(prefix: str | os.PathLike[str]) -> Path | None:
+    """The install root of a venv at ``prefix`` (``sys.prefix``): ``<root>`` when ``prefix`` is
+    ``<root>/versions/<id>`` (also through ``current``), None for any other environment."""
+    path = Path(os.path.realpath(prefix))
+    if path.parent.name != "versions" or not _ID.match(path.name):
+        return None
+    return path.parent.parent
+
+
+def id_of(prefix: str | os.PathLike[str]) -> str | None:
+    """The install id of the venv at ``prefix``, or None when it is not a versioned install."""
+    return Path(os.path.realpath(prefix)).name if root_of(prefix) is not None else None
+
+
+def version_of(vid: str) -> str:
+    """The package version in an install id (``0.2.0-1a2b3c4d5e`` -> ``0.2.0``)."""
+    return vid.rsplit("-", 1)[0]
+
+
 def tool(root: Path, vid: str | None = None) -> Path:
     """The console script of an install (``current`` when no id is given)."""
     base = root / "current" if vid is None else version_dir(root, vid)
@@ -86,12 +105,20 @@ def _private_dirs(*dirs: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """Hold the install root's lock (one install or switch at a time, across processes)."""
+def locked(root: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the install root's lock (one install or switch at a time, across processes).
+
+    ``on_wait`` is called once if another process holds the lock (before waiting for it).
+    """
     _private_dirs(root)
     fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -118,6 +145,16 @@ def installed(root: Path) -> list[str]:
     return [p.name for p in sorted(done, key=lambda p: (p / COMPLETE).stat().st_mtime)]
 
 
+def previous(root: Path) -> str | None:
+    """The complete install made just before ``current``'s (what a rollback returns to)."""
+    done = installed(root)
+    cur = current(root)
+    if cur not in done:
+        return done[-1] if done else None
+    index = done.index(cur)
+    return done[index - 1] if index > 0 else None
+
+
 def _run(argv: Sequence[str], what: str, timeout: float = 600) -> str:
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
@@ -131,10 +168,20 @@ def _run(argv: Sequence[str], what: str, timeout: float = 600) -> str:
 
 
 def self_check(root: Path, vid: str) -> str:
-    """Run the new install's own checks; return its ``--version`` line."""
+    """Run the new install's own checks; return its ``--version`` line.
+
+    ``--version``, then the install's ``self-check`` command (the proxy's and the session's code
+    paths in a dry run, every profile, config.toml). A version from before that command existed
+    is checked with ``profiles`` instead.
+    """
     script = tool(root, vid)
     out = _run([str(script), "--version"], f"self-check of {vid} ({script} --version)", timeout=60)
-    _run([str(script), "profiles"], f"self-check of {vid} (profiles)", timeout=60)
+    try:
+        _run([str(script), "self-check"], f"self-check of {vid} (self-check)", timeout=120)
+    except InstallError as exc:
+        if "No such command" not in str(exc):
+            raise
+        _run([str(script), "profiles"], f"self-check of {vid} (profiles)", timeout=60)
     return out.strip()
 
 

@@ -11,11 +11,19 @@ State layout::
       hostca/ca, ca.pub    the user's host CA (0600 / 0644)
       jobs/<jobid>/        one folder per job: endpoint.json (0600)
       logs/job-<jobid>.log the job's own log (sbatch --output), never overwritten
+      update/              the updater: next-check (its mtime is when the next automatic check
+                           is due), check.lock, check.log, held (versions a rollback left),
+                           source.git (a bare clone of the update source)
+
+Installs (versioned venvs, see :mod:`installs`) live under the install root: the root of the
+running install when it is one, else platformdirs' user data dir
+(``~/.local/share/interactive-slurm``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import platformdirs
@@ -75,6 +83,21 @@ def lock_file() -> Path:
 
 def hostca_dir() -> Path:
     return state_dir() / "hostca"
+
+
+def update_dir() -> Path:
+    return state_dir() / "update"
+
+
+def install_root() -> Path:
+    """Where versioned installs live: the running install's root, else the user data dir."""
+    from interactive_slurm import installs
+
+    root = installs.root_of(sys.prefix)
+    if root is not None:
+        return root
+    base = _override()
+    return base / "data" if base else Path(platformdirs.user_data_dir(APP))
 
 
 def known_hosts_file() -> Path:

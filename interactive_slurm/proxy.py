@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable, TextIO
 
-from interactive_slurm import endpoint, paths, profiles, slurm
+from interactive_slurm import endpoint, installs, paths, profiles, slurm
 from interactive_slurm.config import Config
 from interactive_slurm.errors import (
     Aborted,
@@ -94,7 +94,7 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     paths.ensure_private_dir(paths.logs_dir())
     comment = slurm.build_comment(
         kind=req.kind, profile=req.profile, res_hash=profiles.resource_hash(res),
-        container=container,
+        container=container, install=installs.id_of(sys.prefix) or "-",
     )
     argv = slurm.sbatch_argv(
         name=slurm.job_name(req.kind, req.profile),

@@ -86,8 +86,13 @@ def job_name(kind: str, profile: str) -> str:
     return f"{JOB_PREFIX}{kind}" if profile == "default" else f"{JOB_PREFIX}{kind}-{profile}"
 
 
-def build_comment(*, kind: str, profile: str, res_hash: str, container: str = "") -> str:
-    parts = [f"kind={kind}", f"profile={profile}", f"res={res_hash}", f"version={__version__}"]
+def build_comment(
+    *, kind: str, profile: str, res_hash: str, container: str = "", install: str = "-"
+) -> str:
+    """The job's ``--comment``; ``install`` is the versioned install it runs from (``-``: none),
+    so the updater never prunes a version a session uses."""
+    parts = [f"kind={kind}", f"profile={profile}", f"res={res_hash}", f"version={__version__}",
+             f"install={install}"]
     if container:
         parts.append(f"container={container}")
     return COMMENT_PREFIX + ",".join(parts)

@@ -33,9 +33,9 @@ def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
     code = (
         "import sys; from interactive_slurm import entry;"
         "entry.fast_socket('cpu', 'default', '');"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'click'"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'git', 'asyncssh')"
         " or m in ('interactive_slurm.slurm', 'interactive_slurm.proxy', 'interactive_slurm.cli',"
-        " 'interactive_slurm.profiles', 'tomllib')))"
+        " 'interactive_slurm.profiles', 'interactive_slurm.updater', 'tomllib')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

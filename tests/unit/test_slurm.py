@@ -168,12 +168,18 @@ def test_job_state_properties(state: str, pending: bool, running: bool, ended: b
     [
         (
             {"kind": "cpu", "profile": "default", "res_hash": "0123456789"},
-            f"interactive-slurm:kind=cpu,profile=default,res=0123456789,version={__version__}",
+            f"interactive-slurm:kind=cpu,profile=default,res=0123456789,version={__version__},"
+            "install=-",
+        ),
+        (
+            {"kind": "cpu", "profile": "default", "res_hash": "0", "install": "0.2.0-0123456789"},
+            f"interactive-slurm:kind=cpu,profile=default,res=0,version={__version__},"
+            "install=0.2.0-0123456789",
         ),
         (
             {"kind": "gpu", "profile": "gpu-intensive", "res_hash": "abc", "container": "nv/py:24"},
             f"interactive-slurm:kind=gpu,profile=gpu-intensive,res=abc,version={__version__},"
-            "container=nv/py:24",
+            "install=-,container=nv/py:24",
         ),
     ],
 )
@@ -182,7 +188,8 @@ def test_build_and_parse_comment_round_trip(kwargs: dict[str, str], comment: str
     meta = slurm.parse_comment(comment)
     assert meta == {
         "kind": kwargs["kind"], "profile": kwargs["profile"], "res": kwargs["res_hash"],
-        "version": __version__, **({"container": kwargs["container"]} if "container" in kwargs else {}),
+        "version": __version__, "install": kwargs.get("install", "-"),
+        **({"container": kwargs["container"]} if "container" in kwargs else {}),
     }
 
 
