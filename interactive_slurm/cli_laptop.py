@@ -93,7 +93,8 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
         if not yes and not dry_run and term.interactive and not term.confirm(
                 f"Remove what setup added for cluster {name!r}?", default=True):
             raise click.Abort()
-        _show(setup.uninstall(name, term, remove_install=remove_install, dry_run=dry_run), dry_run)
+        _show(setup.uninstall(name, term, _runner(), remove_install=remove_install, dry_run=dry_run),
+              dry_run)
         return
     if remove_install:
         raise UsageError("--remove-install goes with --uninstall")

@@ -375,7 +375,17 @@ def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
     return cluster, out
 
 
-def uninstall(name: str, term: Terminal, *, remove_install: bool, dry_run: bool) -> Report:
+def stop_shared_login(runner: Runner, cluster: config.Cluster) -> bool:
+    """Close the cluster's shared login connection (ControlMaster), if one is open."""
+    argv = ["ssh", "-o", f"ControlPath={control_dir()}/%C", "-p", str(cluster.port), "-l", cluster.user]
+    if cluster.jump:
+        argv += ["-J", cluster.jump]
+    result = runner.run([*argv, "-O", "exit", cluster.login], check=False, timeout=30)
+    return result.returncode == 0
+
+
+def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool,
+              dry_run: bool) -> Report:
     report = Report()
     cluster, planned = plan_uninstall(name)
     report.hosts = cluster.hosts
@@ -387,6 +397,8 @@ def uninstall(name: str, term: Terminal, *, remove_install: bool, dry_run: bool)
     if remove_install:
         asyncio.run(_remove_install(cluster, term))
         report.add(f"removed {cluster.login}:{cluster.install}")
+    if platform.system() != "Windows" and stop_shared_login(runner, cluster):
+        report.add(f"closed the shared login connection to {cluster.login}")
     apply_all(planned, report)
     return report
 

@@ -277,6 +277,8 @@ def test_setup_with_2fa_keeps_user_files_and_shares_the_login(laptop: Laptop, lo
     # Uninstall: every file as it was, byte for byte.
     code, out = run_on_pty([str(TOOL), "setup", "--uninstall", "--yes"], laptop.env, [], 60)
     assert code == 0, out
+    assert "closed the shared login connection to 127.0.0.1" in out
+    assert not list((laptop.home / ".ssh" / "interactive-slurm-cm").iterdir())
     assert laptop.ssh_config.read_text() == USER_SSH_CONFIG
     assert (code_dir / "settings.json").read_text() == SETTINGS_JSONC
     assert (codium_dir / "settings.json").read_text() == BROKEN_JSON
