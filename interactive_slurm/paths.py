@@ -100,6 +100,12 @@ def install_root() -> Path:
     return base / "data" if base else Path(platformdirs.user_data_dir(APP))
 
 
+def image_cache_dir() -> Path:
+    """The per-user container image cache (see :mod:`imagecache`)."""
+    base = _override()
+    return base / "cache" / "images" if base else Path(platformdirs.user_cache_dir(APP)) / "images"
+
+
 def known_hosts_file() -> Path:
     """The known_hosts file the tool manages (one ``@cert-authority`` line)."""
     return config_dir() / "known_hosts"
