@@ -15,6 +15,9 @@ State layout::
                            is due), check.lock, check.log, held (versions a rollback left),
                            source.git (a bare clone of the update source)
 
+Container images prepared for sessions are cached per user under platformdirs' user cache dir
+(``images/``, see :mod:`imagecache`).
+
 Installs (versioned venvs, see :mod:`installs`) live under the install root: the root of the
 running install when it is one, else platformdirs' user data dir
 (``~/.local/share/interactive-slurm``).
