@@ -38,7 +38,8 @@ def cli() -> None:
 @cli.command("proxy")
 @click.argument("kind", type=KIND)
 @click.option("--profile", help="Resource profile (default: default_profile in config.toml).")
-@click.option("--container", default="", help="Run the session's sshd in this enroot image.")
+@click.option("--container", default="",
+              help="Run the session's sshd in this container image (profile key: container).")
 @click.option("--timeout", type=float, help="Seconds to wait for the session (config: wait_timeout).")
 def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | None) -> None:
     """ProxyCommand: connect stdin/stdout to your KIND session, starting one if needed.
@@ -61,8 +62,10 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
 @click.option("--kind", type=KIND, required=True, help="Session kind.")
 @click.option("--profile", required=True, help="Profile the job was submitted with.")
 @click.option("--valid-for", type=int, required=True, help="Job time limit in seconds.")
-@click.option("--container", default="", help="enroot image for sshd.")
-def session_cmd(kind: str, profile: str, valid_for: int, container: str) -> None:
+@click.option("--container", default="", help="Container image for sshd.")
+@click.option("--container-runtime", default="",
+              help="enroot, apptainer, singularity or charliecloud (default: the first installed).")
+def session_cmd(kind: str, profile: str, valid_for: int, container: str, container_runtime: str) -> None:
     """Compute-node side (run by the batch script): serve sshd for this job.
 
     \b
@@ -74,7 +77,7 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str) -> None
     cfg = config.load()
     spec = session.spec_from_env(
         os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
-        container=container,
+        container=container, container_runtime=container_runtime,
     )
     sys.exit(session.Session(cli_base.runner(), spec).run())
 
@@ -205,10 +208,11 @@ def profiles_set_cmd(name: str, settings: tuple[str, ...], base: str | None) -> 
     """Create or edit your profile NAME: set KEY=VALUE, or remove a key with KEY=.
 
     KEY is a top-level key (both kinds: description, partition, account, qos, reservation,
-    constraint, container, extra) or cpu.KEY / gpu.KEY (time, cpus, mem, gpus, gpu_type and the
-    same optional keys). extra takes a comma-separated list of sbatch options. An existing file
-    of yours keeps its other values and is backed up first (NAME.toml.bak-...: comments are not
-    kept); otherwise the shipped profile NAME is the start. Nothing is written on any error.
+    constraint, container, container_runtime, extra) or cpu.KEY / gpu.KEY (time, cpus, mem,
+    gpus, gpu_type and the same optional keys). extra takes a comma-separated list of sbatch
+    options. An existing file of yours keeps its other values and is backed up first
+    (NAME.toml.bak-...: comments are not kept); otherwise the shipped profile NAME is the
+    start. Nothing is written on any error.
 
     \b
     Example:

@@ -15,6 +15,9 @@ State layout::
                            is due), check.lock, check.log, held (versions a rollback left),
                            source.git (a bare clone of the update source)
 
+Container images prepared for sessions are cached per user under platformdirs' user cache dir
+(``images/``, see :mod:`imagecache`).
+
 Installs (versioned venvs, see :mod:`installs`) live under the install root: the root of the
 running install when it is one, else platformdirs' user data dir
 (``~/.local/share/interactive-slurm``).
@@ -98,6 +101,12 @@ def install_root() -> Path:
         return root
     base = _override()
     return base / "data" if base else Path(platformdirs.user_data_dir(APP))
+
+
+def image_cache_dir() -> Path:
+    """The per-user container image cache (see :mod:`imagecache`)."""
+    base = _override()
+    return base / "cache" / "images" if base else Path(platformdirs.user_cache_dir(APP)) / "images"
 
 
 def known_hosts_file() -> Path:

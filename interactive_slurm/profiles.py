@@ -51,7 +51,9 @@ EXTRA_OPTIONS: Mapping[str, bool] = {
 }
 
 _NAME_KEYS = ("partition", "account", "qos", "reservation")
-_SHARED_KEYS = (*_NAME_KEYS, "constraint", "container", "extra")
+_SHARED_KEYS = (*_NAME_KEYS, "constraint", "container", "container_runtime", "extra")
+#: Values of ``container_runtime`` (unset: the first of these installed on the node).
+CONTAINER_RUNTIMES = ("enroot", "apptainer", "singularity", "charliecloud")
 _TABLE_KEYS = {
     "cpu": ("time", "cpus", "mem", *_SHARED_KEYS),
     "gpu": ("time", "cpus", "mem", "gpus", "gpu_type", *_SHARED_KEYS),
@@ -84,6 +86,7 @@ class Resources:
     reservation: str | None = None
     constraint: str | None = None
     container: str | None = None
+    container_runtime: str | None = None
     extra: tuple[str, ...] = ()
 
     @property
@@ -218,6 +221,10 @@ def _check_optional(w: _Where, key: str, value: object) -> Any:
             w, key, value, _IMAGE_RE,
             "expected an image name or path (letters, digits and _./:#@+- only, no '..')",
         )
+    if key == "container_runtime":
+        if value in CONTAINER_RUNTIMES:
+            return value
+        raise w.error(key, value, f"expected one of: {', '.join(CONTAINER_RUNTIMES)}")
     if key == "gpu_type":
         return _check_pattern(w, key, value, _NAME_RE, "expected a GRES type such as \"a100\"")
     if key == "extra":
@@ -344,5 +351,8 @@ def sbatch_resource_args(res: Resources) -> list[str]:
 
 def resource_hash(res: Resources) -> str:
     """A short, stable fingerprint of what a job was submitted with."""
-    text = "\0".join([*sbatch_resource_args(res), res.container or ""])
+    parts = [*sbatch_resource_args(res), res.container or ""]
+    if res.container_runtime:  # appended only when set: hashes of older jobs stay valid
+        parts.append(res.container_runtime)
+    text = "\0".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:10]

@@ -95,6 +95,7 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     comment = slurm.build_comment(
         kind=req.kind, profile=req.profile, res_hash=profiles.resource_hash(res),
         container=container, install=installs.id_of(sys.prefix) or "-",
+        runtime=res.container_runtime or "",
     )
     argv = slurm.sbatch_argv(
         name=slurm.job_name(req.kind, req.profile),
@@ -106,6 +107,7 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     script = slurm.render_batch_script(
         python=sys.executable, kind=req.kind, profile=req.profile,
         valid_for=res.time_seconds, container=container or None,
+        runtime=res.container_runtime,
     )
     return slurm.submit(runner, argv, script)
 
@@ -251,7 +253,8 @@ class Waiter:
                 job = self.query()
                 if job is None:
                     raise JobEndedError(
-                        f"job {self.job_id} is gone from the queue; see {paths.job_log(self.job_id)}"
+                        f"job {self.job_id} is gone from the queue{failure(self.job_id)}; see "
+                        f"{paths.job_log(self.job_id)}"
                     )
                 self.last_job = job
                 if job.ended:
@@ -259,7 +262,7 @@ class Waiter:
                     reason = f" ({job.reason})" if job.reason and job.reason != "None" else ""
                     raise JobEndedError(
                         f"job {self.job_id} ended {job.state}{reason} before its session was "
-                        f"ready; see {paths.job_log(self.job_id)}"
+                        f"ready{failure(self.job_id)}; see {paths.job_log(self.job_id)}"
                     )
                 self.progress.show(describe(job, now - start))
                 step = min(step + 1, len(BACKOFF) - 1)
@@ -271,6 +274,18 @@ class Waiter:
                     "(wait_timeout in config.toml, or --timeout)"
                 )
             self._watch(STAT_INTERVAL)
+
+
+def failure(job_id: str, tail: int = 16384) -> str:
+    """``: <reason>`` from the last ``error: ...`` line of the job's log ("" if none)."""
+    try:
+        with open(paths.job_log(job_id), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    errors = [line[len("error: "):].strip() for line in text.splitlines() if line.startswith("error: ")]
+    return f": {errors[-1][:1000]}" if errors else ""
 
 
 def verify_once(runner: Runner, ep: endpoint.Endpoint, sock: socket.socket) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from interactive_slurm import endpoint, hostca, paths, proxy, slurm
+from interactive_slurm import containers, endpoint, hostca, paths, proxy, slurm
 from interactive_slurm.errors import EndpointError, UsageError
 from interactive_slurm.runner import Runner
 
@@ -31,7 +31,18 @@ class Row:
             "time_left": self.job.time_left,
             "endpoint": f"{ep.host}:{ep.port}" if ep else None,
             "log": str(paths.job_log(self.job.job_id)),
+            **self.container(),
         }
+
+    def container(self) -> dict[str, object]:
+        """The job's container image and runtime: what the session uses, once it runs; before
+        that, what the job asked for (runtime ``auto``: the first one found on the node)."""
+        image = self.job.container
+        if not image:
+            return {}
+        used = containers.read_record(paths.job_dir(self.job.job_id))
+        runtime = used[0] if used else self.job.meta.get("runtime") or "auto"
+        return {"container": image, "container_runtime": runtime}
 
 
 def sessions(runner: Runner) -> list[Row]:
@@ -48,15 +59,19 @@ def sessions(runner: Runner) -> list[Row]:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    header = ("JOBID", "KIND", "PROFILE", "STATE", "NODE", "TIME_LEFT", "ENDPOINT")
+    header: tuple[str, ...] = ("JOBID", "KIND", "PROFILE", "STATE", "NODE", "TIME_LEFT", "ENDPOINT")
+    with_container = any(row.job.container for row in rows)
+    if with_container:
+        header += ("CONTAINER",)
     body = []
     for row in rows:
         d = row.as_dict()
         state = d["state"] if not row.job.pending else f"{d['state']}({d['reason']})"
-        body.append(tuple(str(x) for x in (
-            d["job_id"], d["kind"], d["profile"], state, d["node"] or "-", d["time_left"],
-            d["endpoint"] or "-",
-        )))
+        cells = [d["job_id"], d["kind"], d["profile"], state, d["node"] or "-", d["time_left"],
+                 d["endpoint"] or "-"]
+        if with_container:
+            cells.append(f"{d['container_runtime']}:{d['container']}" if "container" in d else "-")
+        body.append(tuple(str(x) for x in cells))
     widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in (header, *body)

@@ -16,7 +16,7 @@ from pathlib import Path
 from interactive_slurm import config, profiles, slurm
 
 PROXY_MODULES = ("entry", "endpoint", "fastpath", "splice", "proxy", "remote")
-SESSION_MODULES = ("session", "hostca", "containers")
+SESSION_MODULES = ("session", "hostca", "containers", "imagecache")
 
 
 def run() -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import pwd
 import random
 import re
 import shutil
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from interactive_slurm import __version__, endpoint, hostca, paths
-from interactive_slurm.containers import Enroot
+from interactive_slurm import __version__, containers, endpoint, hostca, paths
 from interactive_slurm.errors import CommandError, SessionError
+from interactive_slurm.imagecache import ImageCache
 from interactive_slurm.runner import Runner, spawn
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -48,6 +49,7 @@ class SessionSpec:
     valid_for: int
     sshd: str
     container: str = ""
+    container_runtime: str = ""  # "": the first runtime installed on the node
 
 
 def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -117,7 +119,7 @@ class Session:
         self.port = 0
         self.published = False
         self.started = time.monotonic()
-        self.runtime = Enroot(spec.container, spec.job_id) if spec.container else None
+        self.container: containers.Container | None = None
 
     def say(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -169,9 +171,24 @@ class Session:
         """sshd with ``args``, inside the job's container when the profile names one."""
         assert self.tmp is not None
         argv = [self.spec.sshd, *args]
-        if self.runtime is not None:
-            argv = self.runtime.wrap(argv, mounts=[self.tmp])
+        if self.container is not None:
+            argv = self.container.wrap(argv)
         return argv
+
+    def start_container(self) -> None:
+        """Prepare the profile's container (its image once per cache) before sshd runs in it."""
+        assert self.tmp is not None
+        runtime = containers.find_runtime(self.spec.container_runtime)
+        self.say(f"starting a {runtime.name} container from {self.spec.container}")
+        needs = containers.Needs(
+            job_id=self.spec.job_id, sshd=self.spec.sshd, workdir=self.tmp,
+            binds=(Path(pwd.getpwuid(os.getuid()).pw_dir), self.tmp, paths.state_dir()),
+            gpu=self.spec.kind == "gpu", env=dict(os.environ),
+        )
+        self.container = containers.prepare(
+            self.runner, runtime, self.spec.container, needs, ImageCache(), log=self.say
+        )
+        containers.record(paths.job_dir(self.spec.job_id), self.container)
 
     def penalties_option(self, key: Path, cert: Path) -> str:
         """``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections."""
@@ -181,9 +198,8 @@ class Session:
 
     def start_sshd(self, key: Path, cert: Path) -> None:
         assert self.tmp is not None
-        if self.runtime is not None:
-            self.say(f"creating {self.runtime.name} container from {self.spec.container}")
-            self.runtime.prepare(self.runner, self.tmp)
+        if self.spec.container:
+            self.start_container()
         extra = self.penalties_option(key, cert)
         rng = random.SystemRandom()
         errors = []
@@ -277,8 +293,8 @@ class Session:
     def cleanup(self) -> None:
         endpoint.remove(self.spec.job_id)
         self.stop_sshd()
-        if self.runtime is not None:
-            self.runtime.cleanup(self.runner)
+        if self.container is not None:
+            self.container.cleanup(self.runner)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(paths.job_dir(self.spec.job_id), ignore_errors=True)
@@ -298,16 +314,15 @@ class Session:
 
 
 def spec_from_env(
-    env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str
+    env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str,
+    container_runtime: str = "",
 ) -> SessionSpec:
     job_id = env.get("SLURM_JOB_ID", "")
     if not endpoint.is_job_id(job_id):
         raise SessionError("`interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)")
     if container:
-        if not Enroot(container, job_id).available():
-            raise SessionError(f"profile asks for container {container!r}, but enroot is not "
-                               f"installed on {socket.gethostname()}")
+        containers.find_runtime(container_runtime)  # fail fast: no runtime on this node
     elif not os.path.isabs(sshd) or not os.access(sshd, os.X_OK):
         raise SessionError(f"sshd not found at {sshd} on {socket.gethostname()} "
                            "(set `sshd` in config.toml)")
-    return SessionSpec(job_id, kind, profile, valid_for, sshd, container)
+    return SessionSpec(job_id, kind, profile, valid_for, sshd, container, container_runtime)

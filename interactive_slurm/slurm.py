@@ -87,7 +87,8 @@ def job_name(kind: str, profile: str) -> str:
 
 
 def build_comment(
-    *, kind: str, profile: str, res_hash: str, container: str = "", install: str = "-"
+    *, kind: str, profile: str, res_hash: str, container: str = "", install: str = "-",
+    runtime: str = "",
 ) -> str:
     """The job's ``--comment``; ``install`` is the versioned install it runs from (``-``: none),
     so the updater never prunes a version a session uses."""
@@ -95,6 +96,8 @@ def build_comment(
              f"install={install}"]
     if container:
         parts.append(f"container={container}")
+        if runtime:
+            parts.append(f"runtime={runtime}")
     return COMMENT_PREFIX + ",".join(parts)
 
 
@@ -107,12 +110,15 @@ def parse_comment(comment: str) -> dict[str, str]:
 
 
 def render_batch_script(
-    *, python: str, kind: str, profile: str, valid_for: int, container: str | None = None
+    *, python: str, kind: str, profile: str, valid_for: int, container: str | None = None,
+    runtime: str | None = None,
 ) -> str:
     """The batch script (templates/session.sbatch) with every value shell-quoted."""
     args = ["session", "--kind", kind, "--profile", profile, "--valid-for", str(valid_for)]
     if container:
         args += ["--container", container]
+        if runtime:
+            args += ["--container-runtime", runtime]
     template = string.Template((TEMPLATES / "session.sbatch").read_text())
     return template.substitute(
         version=__version__,

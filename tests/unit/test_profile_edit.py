@@ -95,15 +95,16 @@ def test_parse_setting(text: str, setting: Setting) -> None:
 
 
 ALL_KEYS = (
-    "description, partition, account, qos, reservation, constraint, container, extra, "
+    "description, partition, account, qos, reservation, constraint, container, container_runtime, "
+    "extra, "
     "cpu.time, cpu.cpus, cpu.mem, cpu.partition, cpu.account, cpu.qos, cpu.reservation, "
-    "cpu.constraint, cpu.container, cpu.extra, "
+    "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra, "
     "gpu.time, gpu.cpus, gpu.mem, gpu.gpus, gpu.gpu_type, gpu.partition, gpu.account, gpu.qos, "
-    "gpu.reservation, gpu.constraint, gpu.container, gpu.extra"
+    "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra"
 )
 GPU_KEYS = (
     "gpu.time, gpu.cpus, gpu.mem, gpu.gpus, gpu.gpu_type, gpu.partition, gpu.account, gpu.qos, "
-    "gpu.reservation, gpu.constraint, gpu.container, gpu.extra"
+    "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra"
 )
 
 
@@ -118,7 +119,7 @@ GPU_KEYS = (
         ("gpu.cores=8", f"unknown key 'gpu.cores' in 'gpu.cores=8'; valid keys: {GPU_KEYS}"),
         ("cpu.gpus=1", "unknown key 'cpu.gpus' in 'cpu.gpus=1'; valid keys: cpu.time, cpu.cpus, "
                        "cpu.mem, cpu.partition, cpu.account, cpu.qos, cpu.reservation, "
-                       "cpu.constraint, cpu.container, cpu.extra"),
+                       "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra"),
         ("gpu.gpus.x=1", f"unknown key 'gpu.gpus.x' in 'gpu.gpus.x=1'; valid keys: {GPU_KEYS}"),
         ("gpu.gpus", "'gpu.gpus': expected KEY=VALUE such as gpu.gpus=8 (KEY= removes a key)"),
     ],

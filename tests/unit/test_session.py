@@ -163,7 +163,7 @@ def test_spec_from_env(tmp_path: Path) -> None:
     assert spec == SessionSpec("42", "gpu", "development", 7200, sshd, "")
 
 
-def test_spec_from_env_with_a_container_needs_enroot(
+def test_spec_from_env_with_a_container_needs_a_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -171,14 +171,19 @@ def test_spec_from_env_with_a_container_needs_enroot(
         session.spec_from_env({"SLURM_JOB_ID": "42"}, kind="gpu", profile="default",
                               valid_for=60, sshd="/usr/sbin/sshd", container="img.sqsh")
     assert str(info.value) == (
-        f"profile asks for container 'img.sqsh', but enroot is not installed on {socket.gethostname()}"
+        "profile asks for a container, but no container runtime (enroot, apptainer, singularity, "
+        f"ch-run) is installed on {socket.gethostname()}"
     )
+    with pytest.raises(SessionError, match="container runtime enroot, but enroot is not installed"):
+        session.spec_from_env({"SLURM_JOB_ID": "42"}, kind="gpu", profile="default", valid_for=60,
+                              sshd="/usr/sbin/sshd", container="img.sqsh", container_runtime="enroot")
     enroot = tmp_path / "enroot"
     enroot.write_text("#!/bin/sh\n")
     enroot.chmod(0o755)
     spec = session.spec_from_env({"SLURM_JOB_ID": "42"}, kind="gpu", profile="default",
-                                 valid_for=60, sshd="/usr/sbin/sshd", container="img.sqsh")
-    assert spec.container == "img.sqsh"
+                                 valid_for=60, sshd="/usr/sbin/sshd", container="img.sqsh",
+                                 container_runtime="enroot")
+    assert (spec.container, spec.container_runtime) == ("img.sqsh", "enroot")
 
 
 @pytest.mark.parametrize("env", [{}, {"SLURM_JOB_ID": ""}, {"SLURM_JOB_ID": "12a"}])

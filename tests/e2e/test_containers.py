@@ -1,0 +1,165 @@
+"""Container sessions for real: Charliecloud from Debian runs the image's own sshd; enroot and
+Apptainer through stand-ins built on Charliecloud that keep those runtimes' defaults (enroot
+mounts no home directory). The images come from scripts/test-image (Debian packages, no
+registry, no device nodes)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import Harness, my_jobs
+
+IMAGES = Path(os.environ.get("INTERACTIVE_SLURM_TEST_IMAGES", "/var/cache/interactive-slurm-tests"))
+SSHD_IMAGE = IMAGES / "sshd-image.tar"
+NOSSHD_IMAGE = IMAGES / "nosshd-image.tar"
+STANDINS = Path(__file__).parent / "standins"
+MARKER = "cat /etc/interactive-slurm-test-image"
+
+
+def profile(image: Path | str, runtime: str = "") -> str:
+    text = f'container = "{image}"\n'
+    if runtime:
+        text += f'container_runtime = "{runtime}"\n'
+    return text + ('[cpu]\ntime = "1:00:00"\ncpus = 1\nmem = "1G"\n'
+                   '[gpu]\ntime = "1:00:00"\ncpus = 1\nmem = "1G"\ngpus = 2\n')
+
+
+@pytest.fixture
+def images(harness: Harness) -> Harness:
+    if shutil.which("ch-run") is None or not SSHD_IMAGE.exists():
+        pytest.fail("Charliecloud or the test images are missing: run scripts/test-image as root",
+                    pytrace=False)
+    return harness
+
+
+def cache_entries(h: Harness) -> list[str]:
+    root = h.home / "cache" / "images"
+    return sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock"))
+
+
+def test_ssh_lands_inside_the_image_with_the_jobs_environment(images: Harness, tmp_path: Path) -> None:
+    h = images
+    h.write_profile("default", profile(SSHD_IMAGE))
+    out = h.ssh("slurm-cpu", f"{MARKER}; echo JOB=$SLURM_JOB_ID; echo HOME=$HOME; "
+                "test -r ~/.ssh/authorized_keys && echo KEYS").stdout
+    job = my_jobs()[0]["id"]
+    assert "inside-test-image" in out
+    assert f"JOB={job}" in out
+    assert f"HOME={Path.home()}" in out and "KEYS" in out
+    # The node itself has no marker: the command really ran in the image.
+    assert not Path("/etc/interactive-slurm-test-image").exists()
+
+    row = next(r for r in h.sessions() if r["job_id"] == job)
+    assert (row["container"], row["container_runtime"]) == (str(SSHD_IMAGE), "charliecloud")
+    assert f"charliecloud:{SSHD_IMAGE}" in h.remote("list").stdout
+
+    # An interactive terminal works (the pty's group is right inside the user namespace).
+    tty = h.ssh("slurm-cpu", "tty", options=("-tt",)).stdout
+    assert tty.strip().startswith("/dev/pts/")
+
+    # scp both ways through the container's sshd.
+    payload = os.urandom(256 * 1024 + 3)
+    (tmp_path / "up.bin").write_bytes(payload)
+    opts = ["-F", str(h.ssh_config), "-o", "BatchMode=yes"]
+    h.run(["scp", *opts, str(tmp_path / "up.bin"), f"slurm-cpu:{tmp_path}/there.bin"], check=True)
+    h.run(["scp", *opts, f"slurm-cpu:{tmp_path}/there.bin", str(tmp_path / "back.bin")], check=True)
+    assert hashlib.sha256((tmp_path / "back.bin").read_bytes()).digest() == \
+        hashlib.sha256(payload).digest()
+    assert cache_entries(h) == [e for e in cache_entries(h) if e.startswith("charliecloud-")]
+    assert len(cache_entries(h)) == 1
+
+
+def test_cpu_and_gpu_sessions_started_at_once_share_one_cache_entry(images: Harness) -> None:
+    h = images
+    h.write_profile("default", profile(SSHD_IMAGE))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        cpu, gpu = pool.map(
+            lambda host: h.ssh(host, f"{MARKER}; echo GPUS=$CUDA_VISIBLE_DEVICES").stdout,
+            ["slurm-cpu", "slurm-gpu"],
+        )
+    assert "inside-test-image" in cpu and "inside-test-image" in gpu
+    assert "GPUS=0,1" in gpu
+    entries = cache_entries(h)
+    assert len(entries) == 1 and ".tmp-" not in entries[0], entries
+    logs = "".join(p.read_text() for p in (h.home / "state" / "logs").glob("job-*.log"))
+    assert logs.count("with charliecloud (once; cached in") == 1, logs
+    assert logs.count("waiting for another job that is preparing") == 1, logs
+
+
+def test_an_image_without_sshd_fails_fast_with_the_reason(images: Harness) -> None:
+    h = images
+    h.write_profile("default", profile(NOSSHD_IMAGE))
+    start = time.monotonic()
+    result = h.ssh("slurm-cpu", "true", check=False)
+    assert result.returncode == 255
+    assert f"container image {NOSSHD_IMAGE} has no executable /usr/sbin/sshd" in result.stderr
+    assert time.monotonic() - start < 60
+
+
+def test_a_missing_image_fails_fast_with_the_reason(images: Harness) -> None:
+    h = images
+    h.write_profile("default", profile("/nonexistent/image.tar"))
+    result = h.ssh("slurm-cpu", "true", check=False)
+    assert result.returncode == 255
+    assert "container image /nonexistent/image.tar does not exist" in result.stderr
+
+
+def test_a_runtime_that_is_not_installed_fails_fast(images: Harness) -> None:
+    h = images
+    h.write_profile("default", profile(SSHD_IMAGE, "singularity"))
+    result = h.ssh("slurm-cpu", "true", check=False)
+    assert result.returncode == 255
+    assert "profile asks for container runtime singularity, but singularity is not installed" \
+        in result.stderr
+
+
+def _with_standins(h: Harness, tmp_path: Path) -> Path:
+    log = tmp_path / "standin.log"
+    h.env["PATH"] = f"{STANDINS}:{h.env['PATH']}"
+    h.env["ENROOT_DATA_PATH"] = str(tmp_path / "enroot-data")
+    h.env["ENROOT_STANDIN_LOG"] = h.env["APPTAINER_STANDIN_LOG"] = str(log)
+    return log
+
+
+def test_enroot_with_its_defaults_serves_the_users_keys(images: Harness, tmp_path: Path) -> None:
+    """enroot mounts no home directory by default: the session mounts it (issue 9's bug)."""
+    h = images
+    log = _with_standins(h, tmp_path)
+    image = tmp_path / "image.sqsh"
+    shutil.copyfile(SSHD_IMAGE, image)
+    h.write_profile("default", profile(image, "enroot"))
+    out = h.ssh("slurm-cpu", f"{MARKER}; echo JOB=$SLURM_JOB_ID").stdout
+    job = my_jobs()[0]["id"]
+    assert "inside-test-image" in out and f"JOB={job}" in out
+    calls = log.read_text()
+    assert f"enroot create --force --name interactive-slurm-{job} {image}" in calls
+    assert f"--mount={Path.home()}:{Path.home()}" in calls
+    row = next(r for r in h.sessions() if r["job_id"] == job)
+    assert row["container_runtime"] == "enroot"
+    h.remote("cancel", job, "--yes")
+    deadline = time.monotonic() + 60
+    while f"enroot remove --force interactive-slurm-{job}" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+
+
+def test_apptainer_runs_a_sandbox_directory(images: Harness, tmp_path: Path) -> None:
+    h = images
+    log = _with_standins(h, tmp_path)
+    sandbox = tmp_path / "sandbox"
+    subprocess.run(["ch-convert", "-i", "tar", "-o", "dir", str(SSHD_IMAGE), str(sandbox)],
+                   check=True, capture_output=True)
+    h.write_profile("default", profile(sandbox, "apptainer"))
+    out = h.ssh("slurm-gpu", f"{MARKER}; echo GPUS=$CUDA_VISIBLE_DEVICES").stdout
+    assert "inside-test-image" in out and "GPUS=0,1" in out
+    assert f"apptainer exec --nv --bind {Path.home()}:{Path.home()}" in log.read_text()
+    assert json.loads(h.remote("list", "--json").stdout)[0]["container_runtime"] == "apptainer"
