@@ -206,8 +206,10 @@ LOG_CHANGE_QUERY = 1.0
 #: growing by POLL_GROWTH up to POLL_MAX (no log yet: the job has not started).
 POLL_MIN, POLL_GROWTH, POLL_MAX, POLL_MAX_PENDING = 0.005, 1.25, 0.1, 0.2
 QUERY_TIMEOUT = 30.0
-#: Reasons a pending job gives when nodes it could use are down, drained or not responding.
-NODE_REASONS = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown", "Resources",
+#: Reasons a pending job gives when nodes it could use are down or drained (then the partition's
+#: nodes are looked at once per reason: 2 RPCs). Not "Resources": a busy cluster says that all
+#: day, and the check would push a pending job's first minute past 10 RPCs.
+NODE_REASONS = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown",
                 "Nodes_required_for_job_are_DOWN")
 STAT_INTERVAL = POLL_MAX_PENDING  # kept for callers of the old name
 
