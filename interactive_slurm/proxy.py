@@ -3,7 +3,7 @@
 fast path: an endpoint of this kind/profile answers a TCP connect -> splice. No Slurm query.
 slow path (per-user lock while deciding): reuse a RUNNING/PENDING job of this kind/profile or
 submit one, re-check so racing proxies end with one job, then wait for the endpoint (cheap stat
-polls; squeue with backoff) showing progress on stderr. Nothing but SSH bytes reaches stdout.
+polls; one-RPC Slurm queries with backoff) showing progress on stderr. Nothing but SSH bytes reaches stdout.
 """
 
 from __future__ import annotations
@@ -26,18 +26,16 @@ from interactive_slurm import endpoint, installs, paths, profiles, slurm
 from interactive_slurm.config import Config
 from interactive_slurm.errors import (
     Aborted,
+    CommandError,
     EndpointError,
     InteractiveSlurmError,
     JobEndedError,
     ProxyError,
-    SlurmError,
 )
 from interactive_slurm.fastpath import connect_first, open_connection
 from interactive_slurm.runner import Runner
 
-STAT_INTERVAL = 0.25
 UNREACHABLE_GRACE = 30.0  # seconds a published endpoint may refuse before we give up
-BACKOFF = (0.0, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 @dataclass
@@ -152,17 +150,23 @@ def acquire(
 
 
 class Progress:
-    """One status line on stderr: rewritten in place on a terminal, plain lines otherwise."""
+    """One status line on stderr: rewritten in place on a terminal, plain lines otherwise.
+
+    ``key`` is what the line says apart from the ticking elapsed time: a pipe gets a new line
+    only when it changes, a terminal gets every change (the elapsed time ticks each second).
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.last = ""
+        self.last_key = ""
 
-    def show(self, message: str) -> None:
-        if message == self.last:
+    def show(self, message: str, key: str | None = None) -> None:
+        key = message if key is None else key
+        if message == self.last or (not self.tty and key == self.last_key):
             return
-        self.last = message
+        self.last, self.last_key = message, key
         if self.tty:
             self.stream.write(f"\r\033[Kinteractive-slurm: {message}")
         else:
@@ -175,7 +179,7 @@ class Progress:
             self.stream.flush()
 
 
-def describe(job: slurm.Job, waited: float) -> str:
+def describe_state(job: slurm.Job) -> str:
     text = f"job {job.job_id} ({job.name}) {job.state}"
     if job.pending:
         if job.reason and job.reason != "None":
@@ -184,23 +188,82 @@ def describe(job: slurm.Job, waited: float) -> str:
             text += f", expected start {job.start_time}"
     elif job.running:
         text += f" on {job.nodes}, starting sshd"
-    return f"{text} [{int(waited)}s]"
+    return text
+
+
+def describe(job: slurm.Job, waited: float) -> str:
+    return f"{describe_state(job)} [{int(waited)}s]"
+
+
+#: Gaps between the waiting loop's Slurm queries (then the last one, repeated). The state,
+#: reason and expected start change only when the scheduler runs. One query is one RPC
+#: (``scontrol --local show job``); with the duplicate check, the submit and the second check
+#: (2 + 1 + 2 RPCs), a job that stays pending costs 9 RPCs in its first minute (at 2, 6, 15, 35 s).
+QUERY_GAPS = (2.0, 4.0, 9.0, 20.0, 30.0)
+#: Gaps between retries while slurmctld does not answer (each try can itself take ~9 s).
+UNREACHABLE_GAPS = (2.0, 4.0, 8.0, 15.0)
+#: After the job log changes (the job started, the session logs a step or fails), ask this soon.
+LOG_CHANGE_QUERY = 1.0
+#: Record polls (one stat each): POLL_MIN right after the job log appears or changes, then
+#: growing by POLL_GROWTH up to POLL_MAX (no log yet: the job has not started).
+POLL_MIN, POLL_GROWTH, POLL_MAX, POLL_MAX_PENDING = 0.005, 1.25, 0.1, 0.2
+QUERY_TIMEOUT = 30.0
+#: Reasons a pending job gives when nodes it could use are down or drained (then the partition's
+#: nodes are looked at once per reason: 2 RPCs). Not "Resources": a busy cluster says that all
+#: day, and the check would push a pending job's first minute past 10 RPCs.
+NODE_REASONS = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown",
+                "Nodes_required_for_job_are_DOWN")
+STAT_INTERVAL = POLL_MAX_PENDING  # kept for callers of the old name
+
+
+class _Query:
+    """One Slurm query in a thread, so a slurmctld that takes seconds to (not) answer never
+    stops the status line from ticking or the ssh client from being watched."""
+
+    def __init__(self, fn: Callable[[], slurm.Job | None]) -> None:
+        import threading
+
+        self.job: slurm.Job | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+        self.thread.join(0.05)  # most answers take a few ms: no extra loop round for them
+
+    def _run(self, fn: Callable[[], slurm.Job | None]) -> None:
+        try:
+            self.job = fn()
+        except BaseException as exc:  # handed to the waiting thread, which raises or retries
+            self.error = exc
+
+    @property
+    def finished(self) -> bool:
+        return not self.thread.is_alive()
 
 
 class Waiter:
-    """Waits for a job's endpoint; watches the ssh client (stdin) for going away meanwhile."""
+    """Waits for a job's endpoint; watches the ssh client (stdin) for going away meanwhile.
+
+    The record is found by stat polls (a few ms apart once the job log shows that the job has
+    started, slower before); Slurm is asked on the QUERY_GAPS schedule, sooner after the job log
+    changes; a slurmctld that does not answer is retried with backoff while the line says so.
+    """
 
     def __init__(
         self, runner: Runner, job_id: str, *, timeout: float, progress: Progress,
         watch_fd: int | None, clock: Callable[[], float] = time.monotonic,
+        job: slurm.Job | None = None,
     ) -> None:
         self.runner, self.job_id, self.timeout = runner, job_id, timeout
         self.progress, self.watch_fd, self.clock = progress, watch_fd, clock
         self.buffered = b""
-        self.last_job: slurm.Job | None = None
-        self.failures = 0
+        self.last_job: slurm.Job | None = job
+        self.failures = self.unreachable_tries = 0
+        self.queries = 0 if job is None else 1  # a known job: its first query waits QUERY_GAPS[0]
+        self.checked_reason = ""
+        self.status = describe_state(job) if job is not None else ""
 
     def _watch(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
         if self.watch_fd is None:
             time.sleep(seconds)
             return
@@ -215,24 +278,87 @@ class Waiter:
                 raise ProxyError("the ssh client sent more than 1 MiB before the session was up")
 
     def query(self) -> slurm.Job | None:
-        """squeue for our job; a passing failure is retried on the next round (3 in a row fail)."""
-        try:
-            job = slurm.job_info(self.runner, self.job_id)
-        except SlurmError:
-            self.failures += 1
+        """The job's state now (one RPC); None when Slurm does not know it (any more)."""
+        return slurm.job_state(self.runner, self.job_id, timeout=QUERY_TIMEOUT)
+
+    def _answered(self, q: _Query) -> float:
+        """Act on a finished query; returns the gap until the next one."""
+        if q.error is not None:
+            if not isinstance(q.error, CommandError):
+                raise q.error
+            if slurm.unreachable(q.error):
+                self.failures = 0
+                self.unreachable_tries += 1
+                self.status = f"job {self.job_id}: Slurm is not answering (retrying)"
+                return UNREACHABLE_GAPS[min(self.unreachable_tries - 1, len(UNREACHABLE_GAPS) - 1)]
+            self.failures += 1  # a passing failure is retried; 3 in a row fail
             if self.failures >= 3:
-                raise
-            return self.last_job
-        self.failures = 0
-        return job
+                raise q.error
+            return UNREACHABLE_GAPS[0]
+        self.failures = self.unreachable_tries = 0
+        job = q.job
+        if job is None:
+            raise JobEndedError(
+                f"job {self.job_id} is gone from the queue{failure(self.job_id)}; see "
+                f"{paths.job_log(self.job_id)}"
+            )
+        self.last_job = job
+        if job.ended:
+            reason = f" ({job.reason})" if job.reason and job.reason != "None" else ""
+            raise JobEndedError(
+                f"job {self.job_id} ended {job.state}{reason} before its session was "
+                f"ready{failure(self.job_id)}; see {paths.job_log(self.job_id)}"
+            )
+        if job.pending and job.reason != self.checked_reason:
+            self.checked_reason = job.reason
+            if job.reason.startswith(NODE_REASONS) and job.partition:
+                self._check_nodes(job)
+        self.status = describe_state(job)
+        self.queries += 1
+        return QUERY_GAPS[min(self.queries - 1, len(QUERY_GAPS) - 1)]  # queries >= 1 here
+
+    def _check_nodes(self, job: slurm.Job) -> None:
+        """A pending job whose partition has no usable node at all will not start: say which
+        nodes are in what state instead of waiting without end."""
+        try:
+            nodes = slurm.partition_nodes(self.runner, job.partition, timeout=QUERY_TIMEOUT)
+        except CommandError:
+            return  # the next query shows the reason; this check is a courtesy
+        if nodes and not any(node.usable for node in nodes):
+            listed = ", ".join(
+                f"{n.name} is {n.state.upper()}" + (f" ({n.reason})" if n.reason else "")
+                for n in nodes[:5]
+            ) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+            raise ProxyError(
+                f"job {self.job_id} cannot start: no node of partition {job.partition} takes "
+                f"jobs now ({listed}); try again when the node is back"
+            )
+
+    def _record(self) -> endpoint.Endpoint | None:
+        try:
+            os.stat(paths.endpoint_file(self.job_id))
+        except OSError:
+            return None
+        return endpoint.read_job(self.job_id)
+
+    def _log_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(paths.job_log(self.job_id))
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
 
     def wait(self) -> tuple[endpoint.Endpoint, socket.socket]:
         start = self.clock()
-        next_query, step = start, 0
+        next_query = start + QUERY_GAPS[0] if self.last_job is not None else start
+        pending: _Query | None = None
+        asked_at = start
         unreachable_since: float | None = None
+        log_stamp = self._log_stamp()
+        interval = POLL_MIN if log_stamp else POLL_MAX_PENDING
         while True:
             now = self.clock()
-            ep = endpoint.read_job(self.job_id)
+            ep = self._record()
             if ep is not None:
                 try:
                     sock = open_connection(ep)
@@ -249,31 +375,31 @@ class Waiter:
                     self.progress.done()
                     verify_once(self.runner, ep, sock)
                     return ep, sock
-            if now >= next_query:
-                job = self.query()
-                if job is None:
-                    raise JobEndedError(
-                        f"job {self.job_id} is gone from the queue{failure(self.job_id)}; see "
-                        f"{paths.job_log(self.job_id)}"
-                    )
-                self.last_job = job
-                if job.ended:
+            stamp = self._log_stamp()
+            if stamp != log_stamp:
+                log_stamp, interval = stamp, POLL_MIN
+                next_query = min(next_query, now + LOG_CHANGE_QUERY)
+            if pending is None and now >= next_query:
+                pending, asked_at = _Query(self.query), now
+            if pending is not None and pending.finished:
+                try:
+                    gap = self._answered(pending)
+                except InteractiveSlurmError:
                     self.progress.done()
-                    reason = f" ({job.reason})" if job.reason and job.reason != "None" else ""
-                    raise JobEndedError(
-                        f"job {self.job_id} ended {job.state}{reason} before its session was "
-                        f"ready{failure(self.job_id)}; see {paths.job_log(self.job_id)}"
-                    )
-                self.progress.show(describe(job, now - start))
-                step = min(step + 1, len(BACKOFF) - 1)
-                next_query = now + BACKOFF[step]
+                    raise
+                pending = None
+                next_query = asked_at + gap
+            if self.status:
+                self.progress.show(f"{self.status} [{int(now - start)}s]", key=self.status)
             if now - start > self.timeout:
                 self.progress.done()
                 raise ProxyError(
                     f"gave up after {self.timeout:g} s waiting for job {self.job_id} "
                     "(wait_timeout in config.toml, or --timeout)"
                 )
-            self._watch(STAT_INTERVAL)
+            next_tick = start + int(now - start) + 1 if self.progress.tty else now + 3600
+            self._watch(min(interval, next_tick - now, max(next_query - now, POLL_MIN)))
+            interval = min(interval * POLL_GROWTH, POLL_MAX if log_stamp else POLL_MAX_PENDING)
 
 
 def failure(job_id: str, tail: int = 16384) -> str:
@@ -370,7 +496,7 @@ def ensure_session(
                 err.write(f"interactive-slurm: note: {acquired.note}\n")
             err.flush()
             waiter = Waiter(runner, job.job_id, timeout=timeout, progress=Progress(err),
-                            watch_fd=watch_fd)
+                            watch_fd=watch_fd, job=job)
             ep, sock = waiter.wait()
             return ep, sock, waiter.buffered
     except InteractiveSlurmError:

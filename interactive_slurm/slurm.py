@@ -6,6 +6,7 @@ few functions that take a ``Runner`` are thin and quote Slurm's own words in the
 
 from __future__ import annotations
 
+import re
 import shlex
 import string
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interactive_slurm import __version__
-from interactive_slurm.errors import SlurmError
+from interactive_slurm.errors import CommandError, SlurmError
 from interactive_slurm.runner import Runner, check_result
 
 JOB_PREFIX = "vscode-remote-"
@@ -47,6 +48,7 @@ class Job:
     time_limit: str
     start_time: str
     comment: str
+    partition: str = ""
 
     @property
     def meta(self) -> dict[str, str]:
@@ -170,11 +172,67 @@ def parse_squeue(output: str) -> list[Job]:
 
 
 def squeue_mine_argv() -> list[str]:
-    return ["squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"]
+    """The user's jobs: 2 slurmctld RPCs (partitions, the user's jobs); ``--local`` skips the
+    federation lookup, a third RPC, and a job submitted here is always known here."""
+    return ["squeue", "--local", "--me", "--noheader", f"--format={SQUEUE_FORMAT}"]
 
 
 def squeue_job_argv(job_id: str) -> list[str]:
     return ["squeue", "--jobs", job_id, "--states=all", "--noheader", f"--format={SQUEUE_FORMAT}"]
+
+
+def scontrol_job_argv(job_id: str) -> list[str]:
+    """One job in one slurmctld RPC (squeue needs 3: federation, partitions, the job)."""
+    return ["scontrol", "--local", "--oneliner", "show", "job", job_id]
+
+
+_SCONTROL_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:]*)=")
+
+
+def parse_scontrol_fields(line: str) -> dict[str, str]:
+    """``Key=value`` pairs of one ``scontrol --oneliner`` line (a value may hold spaces)."""
+    keys = list(_SCONTROL_KEY.finditer(line))
+    fields = {}
+    for match, following in zip(keys, [*keys[1:], None]):
+        end = following.start() if following else len(line)
+        fields[match.group(1)] = line[match.end():end].strip()
+    return fields
+
+
+def parse_scontrol_job(output: str) -> Job | None:
+    """The job of ``scontrol --oneliner show job J`` output (None when it shows none)."""
+    for line in output.splitlines():
+        f = parse_scontrol_fields(line)
+        if "JobId" not in f:
+            continue
+        if "JobState" not in f or not f["JobId"].isdigit():
+            raise SlurmError(f'Could not make sense of scontrol output "{line.strip()}"')
+        nodes = f.get("NodeList", "")
+        return Job(
+            job_id=f["JobId"], name=f.get("JobName", ""), state=f["JobState"],
+            reason=f.get("Reason", ""), nodes="" if nodes == "(null)" else nodes, time_left="",
+            time_limit=f.get("TimeLimit", ""), start_time=f.get("StartTime", ""),
+            comment=f.get("Comment", ""), partition=f.get("Partition", ""),
+        )
+    return None
+
+
+#: What the Slurm commands say when slurmctld does not answer (22.05 and later).
+UNREACHABLE_MARKERS = (
+    "Unable to contact slurm controller",
+    "Socket timed out on send/recv",
+    "Zero Bytes were transmitted or received",
+    "Communication connection failure",
+    "Connection refused",
+    "backup controller in standby",
+    "did not finish within",
+)
+
+
+def unreachable(error: CommandError) -> bool:
+    """Whether ``error`` says that slurmctld did not answer (worth retrying), not "no"."""
+    text = f"{error} {error.stderr}"
+    return any(marker in text for marker in UNREACHABLE_MARKERS)
 
 
 def submit(runner: Runner, argv: Sequence[str], script: str) -> str:
@@ -197,6 +255,61 @@ def job_info(runner: Runner, job_id: str) -> Job | None:
         check_result(result, SlurmError)
     jobs = [job for job in parse_squeue(result.stdout) if job.job_id == job_id]
     return jobs[0] if jobs else None
+
+
+def job_state(runner: Runner, job_id: str, timeout: float = 30.0) -> Job | None:
+    """One job in one RPC, also after it ended (while slurmctld remembers it); None when unknown.
+
+    The waiting loop's query: ``time_left`` stays empty (it shows state, reason, nodes, start).
+    """
+    result = runner.run(scontrol_job_argv(job_id), check=False, timeout=timeout)
+    if result.returncode != 0:
+        if "Invalid job id" in result.stderr:
+            return None
+        check_result(result, SlurmError)
+    job = parse_scontrol_job(result.stdout)
+    return job if job is not None and job.job_id == job_id else None
+
+
+#: Node states (sinfo %T, without a trailing ``*`` = not responding) that take no new job.
+UNUSABLE_NODE_STATES = ("down", "drain", "fail", "inval", "future", "maint", "power_down",
+                        "powered_down", "powering_down", "unknown", "reboot")
+
+
+def sinfo_nodes_argv(partition: str) -> list[str]:
+    return ["sinfo", "--local", "--noheader", "--Node", f"--partition={partition}",
+            "--format=%N|%T|%E"]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    state: str  # sinfo's long state; a trailing "*" means slurmd is not responding
+    reason: str
+
+    @property
+    def usable(self) -> bool:
+        return not self.state.endswith("*") and not self.state.startswith(UNUSABLE_NODE_STATES)
+
+
+def parse_sinfo_nodes(output: str) -> list[Node]:
+    nodes = {}
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|", 2)
+        if len(fields) != 3:
+            raise SlurmError(f'Could not make sense of sinfo output line "{line}"')
+        name, state, reason = (x.strip() for x in fields)
+        nodes[name] = Node(name, state, "" if reason == "none" else reason)
+    return list(nodes.values())
+
+
+def partition_nodes(runner: Runner, partition: str, timeout: float = 30.0) -> list[Node]:
+    """The nodes of ``partition`` with their state (2 RPCs: partitions, nodes)."""
+    result = check_result(runner.run(sinfo_nodes_argv(partition), check=False, timeout=timeout),
+                          SlurmError)
+    return parse_sinfo_nodes(result.stdout)
 
 
 def cancel(runner: Runner, job_ids: Sequence[str]) -> None:

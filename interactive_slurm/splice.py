@@ -1,10 +1,24 @@
 """A byte pump between the proxy's stdin/stdout and a TCP socket.
 
-Event-driven (poll), non-blocking on every side, with backpressure (a side is read only while
-the buffer toward the other side has room) and half-close both ways: stdin EOF becomes
-``shutdown(SHUT_WR)`` on the socket; the socket's EOF ends the pump once everything received is
-written to stdout (sshd never half-closes, so the stdin side is done then too), and the proxy's
-exit closes stdout.
+Two flows, each from one fd to another: up (stdin -> socket) and down (socket -> stdout).
+OpenSSH gives a ProxyCommand pipes, so on Linux (Python 3.10+) each flow is ``os.splice``: the
+kernel moves pages pipe -> socket and socket -> pipe, and no byte passes through Python. Where
+splice is unavailable (older Python, not Linux, neither end a pipe, or the kernel says EINVAL) a
+flow copies through a bounded buffer instead; the semantics are the same either way:
+
+- event-driven (poll), non-blocking on every side;
+- backpressure: a flow reads its source only while its destination can take more (splice: the
+  source waits until the destination is writable again; copy: a bounded buffer);
+- half-close: stdin EOF becomes ``shutdown(SHUT_WR)`` on the socket; the socket's EOF ends the
+  pump once everything received is on stdout (sshd never half-closes), and the proxy's exit
+  closes stdout;
+- when one side goes away (the ssh client stops reading, the peer resets) the pump ends;
+- ``TCP_NODELAY`` on the socket.
+
+Sizes (measured on the 2-core test machine, 1 GiB socket -> pipe through this pump): a splice
+moves at most one pipe's capacity per call, so the stdio pipes are grown to :data:`PIPE_SIZE`
+(1 MiB, the unprivileged maximum) where the kernel allows it: 0.35 s/GiB against 0.55 s/GiB with
+the default 64 KiB. Socket buffers are left to the kernel's autotuning.
 """
 
 from __future__ import annotations
@@ -12,108 +26,219 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
+import select
 import socket
+import stat
+import sys
 
 CHUNK = 65536
-LIMIT = 4 * CHUNK
+LIMIT = 4 * CHUNK  # the copy flow's buffer
+PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ target for the stdin/stdout pipes (unprivileged maximum)
+SPLICE_CHUNK = PIPE_SIZE
+_F_SETPIPE_SZ = 1031  # Linux fcntl; not exported by Python's fcntl module before 3.10
+
+R = select.POLLIN
+W = select.POLLOUT
+_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT,
+         errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EIO)
+
+MODES = ("auto", "splice", "copy")
 
 
-class _Interest:
-    """Keeps a selector's registrations in line with what each side wants now."""
+def splice_available() -> bool:
+    return sys.platform == "linux" and hasattr(os, "splice")
 
-    def __init__(self, sel: selectors.BaseSelector) -> None:
-        self.sel = sel
-        self.current: dict[int, int] = {}
 
-    def want(self, fd: int, events: int) -> None:
-        old = self.current.get(fd, 0)
-        if events == old:
+def is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def grow_pipe(fd: int, size: int = PIPE_SIZE) -> None:
+    """Ask for a larger pipe buffer (fewer, larger splices); silently keep the old one."""
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+
+
+class _Flow:
+    """Bytes from ``src`` to ``dst``, by splice or by copy through ``buf``.
+
+    ``buf`` also holds bytes that must go first (the client's bytes read while waiting); a
+    splicing flow sends those before it splices. A splicing flow waits for its source to be
+    readable; when the splice then finds the destination full (EAGAIN with a readable source,
+    and we are the source's only reader), it waits for the destination instead.
+    """
+
+    def __init__(self, src: int, dst: int, *, use_splice: bool, initial: bytes = b"") -> None:
+        self.src, self.dst, self.use_splice = src, dst, use_splice
+        self.buf = bytearray(initial)
+        self.src_open = True  # False once the source said EOF
+        self.dst_gone = False  # the destination (or the source) failed: nothing more moves
+        self.blocked = False  # splice: the source has data, the destination is full
+        self.moved = 0
+
+    @property
+    def done(self) -> bool:
+        return self.dst_gone or (not self.src_open and not self.buf)
+
+    def wants(self) -> list[tuple[int, int]]:
+        if self.dst_gone:
+            return []
+        out = []
+        if self.buf:
+            out.append((self.dst, W))
+        if self.src_open:
+            if self.use_splice:
+                if not self.buf:
+                    out.append((self.dst, W) if self.blocked else (self.src, R))
+            elif len(self.buf) < LIMIT:
+                out.append((self.src, R))
+        return out
+
+    def ready(self, fd: int, events: int) -> None:
+        """React to poll ``events`` on ``fd`` (only those this flow asked for)."""
+        if self.done:
             return
-        if not events:
-            self.sel.unregister(fd)
-            del self.current[fd]
-        elif not old:
-            self.sel.register(fd, events)
-            self.current[fd] = events
+        hangup = events & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+        if fd == self.dst and (events & W or hangup) and (self.buf or self.blocked):
+            if self.buf:
+                self._write()
+            elif self.blocked:
+                self._splice()
+        if fd == self.src and (events & R or hangup) and self.src_open and not self.dst_gone:
+            if self.use_splice and not self.buf and not self.blocked:
+                self._splice()
+            elif not self.use_splice and len(self.buf) < LIMIT:
+                self._read()
+                if self.buf:
+                    self._write()  # the destination is usually writable: save a poll round
+
+    def _splice(self) -> None:
+        try:
+            n = os.splice(self.src, self.dst, SPLICE_CHUNK,
+                          flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            # The source was readable, so the destination is full: wait for it.
+            self.blocked = True
+            return
+        except InterruptedError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and not self.moved:
+                self.use_splice = False  # this pair of fds cannot splice: copy instead
+                self.blocked = False
+                return
+            self._failed(exc)
+            return
+        self.blocked = False
+        if n == 0:
+            self.src_open = False
+        self.moved += n
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self.src, CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if data:
+            self.buf += data
         else:
-            self.sel.modify(fd, events)
-            self.current[fd] = events
+            self.src_open = False
+
+    def _write(self) -> None:
+        try:
+            n = os.write(self.dst, self.buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._failed(exc)
+            return
+        del self.buf[:n]
+        self.moved += n
+
+    def _failed(self, exc: OSError) -> None:
+        if exc.errno not in _GONE and exc.errno != errno.EBADF:
+            raise exc
+        self.dst_gone = True
+        self.src_open = False
+        self.buf.clear()
 
 
-def splice(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes = b"") -> None:
-    """Pump bytes until the socket side has closed and its data is written (or stdout is gone)."""
+def choose(in_fd: int, out_fd: int, mode: str = "auto") -> tuple[bool, bool]:
+    """Whether the up and down flows splice: ``auto`` where possible, or forced."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "copy" or not splice_available():
+        return False, False
+    if mode == "splice":
+        return True, True
+    return is_pipe(in_fd), is_pipe(out_fd)
+
+
+def splice(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes = b"",
+           *, mode: str = "auto") -> None:
+    """Pump bytes until the socket side has closed and its data is written (or stdout is gone).
+
+    ``mode``: ``auto`` (splice each flow whose stdio end is a pipe, copy the others),
+    ``splice`` or ``copy`` (force one; a forced splice still copies after an EINVAL).
+    """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     for fd in (in_fd, out_fd):
         os.set_blocking(fd, False)
     sfd = sock.fileno()
-    up = bytearray(initial)  # stdin -> socket
-    down = bytearray()  # socket -> stdout
-    in_open, sock_open, out_open, shut_wr = True, True, True, False
-    R, W = selectors.EVENT_READ, selectors.EVENT_WRITE
-    with selectors.PollSelector() as sel:
-        interest = _Interest(sel)
-        while sock_open or (down and out_open):
-            if not in_open and not up and not shut_wr:
+    splice_up, splice_down = choose(in_fd, out_fd, mode)
+    if splice_up:
+        grow_pipe(in_fd)
+    if splice_down:
+        grow_pipe(out_fd)
+    up = _Flow(in_fd, sfd, use_splice=splice_up, initial=initial)
+    down = _Flow(sfd, out_fd, use_splice=splice_down)
+    shut_wr = False
+    poller = select.poll()
+    registered: dict[int, int] = {}
+    while not down.done:
+        if up.done and not shut_wr:
+            if up.dst_gone:
+                pass  # the socket refused our bytes: it is going away anyway
+            else:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
-                shut_wr = True
-            interest.want(in_fd, R if in_open and len(up) < LIMIT else 0)
-            interest.want(out_fd, W if down and out_open else 0)
-            sock_events = (R if sock_open and len(down) < LIMIT else 0) | (W if up else 0)
-            interest.want(sfd, sock_events)
-            if not interest.current:
-                break
-            for key, events in sel.select():
-                fd = key.fd
-                if fd == in_fd and events & R:
-                    data = _read(in_fd)
-                    if data is None:
-                        continue
-                    if data:
-                        up += data
-                    else:
-                        in_open = False
-                if fd == sfd and events & W and up:
-                    try:
-                        sent = sock.send(up)
-                        del up[:sent]
-                    except BlockingIOError:
-                        pass
-                    except OSError:  # peer reset: nothing more goes up
-                        up.clear()
-                        in_open = False
-                if fd == sfd and events & R:
-                    try:
-                        chunk = sock.recv(CHUNK)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        chunk = b""
-                    if chunk:
-                        down += chunk
-                    else:
-                        sock_open = False
-                if fd == out_fd and events & W and down:
-                    try:
-                        written = os.write(out_fd, down)
-                        del down[:written]
-                    except BlockingIOError:
-                        pass
-                    except OSError:  # the ssh client went away
-                        out_open = False
-                        down.clear()
-                        sock_open = False
-
-
-def _read(fd: int) -> bytes | None:
-    """Read a chunk; None when nothing is there after all, b"" at EOF or on error."""
-    try:
-        return os.read(fd, CHUNK)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.EINTR:
-            return None
-        return b""
+            shut_wr = True
+        wanted: dict[int, int] = {}
+        for flow in (up, down):
+            for fd, ev in flow.wants():
+                wanted[fd] = wanted.get(fd, 0) | ev
+        for fd in set(registered) | set(wanted):
+            ev = wanted.get(fd, 0)
+            if registered.get(fd, 0) == ev:
+                continue
+            if not ev:
+                poller.unregister(fd)
+                del registered[fd]
+            elif fd in registered:
+                poller.modify(fd, ev)
+                registered[fd] = ev
+            else:
+                poller.register(fd, ev)
+                registered[fd] = ev
+        if not registered:
+            break
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            continue
+        for fd, ev in events:
+            for flow in (up, down):
+                for want_fd, want_ev in flow.wants():
+                    if want_fd == fd:
+                        flow.ready(fd, ev & (want_ev | select.POLLHUP | select.POLLERR
+                                             | select.POLLNVAL))
+                        break

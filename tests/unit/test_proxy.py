@@ -8,7 +8,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -39,6 +39,20 @@ def line(j: Job) -> str:
 
 def squeue(*jobs: Job) -> Any:
     return ok("".join(line(j) + "\n" for j in jobs))
+
+
+def scontrol(j: Job, partition: str = "debug") -> Any:
+    """``scontrol --oneliner show job`` output for ``j`` (the fields the waiter reads)."""
+    return ok(
+        f"JobId={j.job_id} JobName={j.name} UserId=me(1000) JobState={j.state} Reason={j.reason} "
+        f"Dependency=(null) RunTime=00:00:01 TimeLimit={j.time_limit} StartTime={j.start_time} "
+        f"Partition={partition} NodeList={j.nodes or '(null)'} WorkDir=/home/me "
+        f"Comment={j.comment}  StdOut=/dev/null\n"
+    )
+
+
+GONE = fail("slurm_load_jobs error: Invalid job id specified")
+DOWN = fail("slurm_load_jobs error: Unable to contact slurm controller (connect failure)")
 
 
 # --------------------------------------------------------------------------------- matching
@@ -236,13 +250,14 @@ class Clock:
 
 
 def waiter(runner: FakeRunner, *, timeout: float = 60, step: float = 0.0,
-           watch_fd: int | None = None, stream: io.StringIO | None = None) -> proxy.Waiter:
+           watch_fd: int | None = None, stream: io.StringIO | None = None,
+           clock: Callable[[], float] | None = None, known: Job | None = None) -> proxy.Waiter:
     return proxy.Waiter(runner, "5", timeout=timeout, progress=Progress(stream or io.StringIO()),
-                        watch_fd=watch_fd, clock=Clock(step))
+                        watch_fd=watch_fd, clock=clock or Clock(step), job=known)
 
 
 def test_waiter_job_failed_mentions_state_and_log() -> None:
-    runner = FakeRunner({"squeue": squeue(job("5", "FAILED", reason="NonZeroExitCode"))})
+    runner = FakeRunner({"scontrol": scontrol(job("5", "FAILED", reason="NonZeroExitCode"))})
     with pytest.raises(JobEndedError) as info:
         waiter(runner).wait()
     assert str(info.value) == (
@@ -252,7 +267,7 @@ def test_waiter_job_failed_mentions_state_and_log() -> None:
 
 
 def test_waiter_job_gone_from_the_queue() -> None:
-    runner = FakeRunner({"squeue": fail("slurm_load_jobs error: Invalid job id specified")})
+    runner = FakeRunner({"scontrol": GONE})
     with pytest.raises(JobEndedError) as info:
         waiter(runner).wait()
     assert str(info.value) == f"job 5 is gone from the queue; see {paths.job_log('5')}"
@@ -260,7 +275,7 @@ def test_waiter_job_gone_from_the_queue() -> None:
 
 def test_waiter_times_out_with_progress() -> None:
     stream = io.StringIO()
-    runner = FakeRunner({"squeue": squeue(job("5"))})
+    runner = FakeRunner({"scontrol": scontrol(job("5")), "sinfo": ok("vm|mixed|none\n")})
     with pytest.raises(ProxyError) as info:
         waiter(runner, timeout=10, step=100, stream=stream).wait()
     assert type(info.value) is ProxyError
@@ -331,7 +346,8 @@ def test_waiter_buffers_client_bytes_and_aborts_when_the_client_leaves() -> None
     try:
         os.write(write_end, b"SSH-2.0-OpenSSH_9.2\r\n")
         os.close(write_end)
-        w = waiter(FakeRunner({"squeue": squeue(job("5"))}), watch_fd=read_end)
+        w = waiter(FakeRunner({"scontrol": scontrol(job("5", reason="Priority"))}),
+                   watch_fd=read_end)
         with pytest.raises(proxy.Aborted, match="the ssh client closed the connection"):
             w.wait()
         assert w.buffered == b"SSH-2.0-OpenSSH_9.2\r\n"
@@ -382,7 +398,8 @@ def test_ensure_session_giving_up_cancels_the_pending_job_it_submitted() -> None
 
 
 def test_ensure_session_giving_up_keeps_a_reused_job() -> None:
-    runner = FakeRunner({"squeue": squeue(job("5")), "scancel": ok()})
+    runner = FakeRunner({"squeue": squeue(job("5")), "scontrol": scontrol(job("5")),
+                         "scancel": ok()})
     with pytest.raises(ProxyError, match="gave up"):
         proxy.ensure_session(runner, Request("cpu", "default"), timeout=-1,
                              err=io.StringIO())
@@ -397,7 +414,7 @@ def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> 
         job_id="5", kind="cpu", profile="default", host="127.0.0.1", port=port,
         host_key="ssh-ed25519 AAAA", sshd_pid=1, started_at=1.0,
     ))
-    runner = FakeRunner({"squeue": squeue(job("5", "RUNNING"))})
+    runner = FakeRunner({"scontrol": scontrol(job("5", "RUNNING"))})
     with pytest.raises(ProxyError) as info:
         waiter(runner, step=10.0).wait()
     assert str(info.value) == (
@@ -421,3 +438,174 @@ def test_verify_once_scans_each_endpoint_once(listener: socket.socket) -> None:
     with socket.create_connection(listener.getsockname()[:2], timeout=10) as sock:
         proxy.verify_once(runner, ep, sock)
     assert len(runner.argvs("ssh-keyscan")) == 2
+
+
+# ------------------------------------------------------------------- fewer RPCs, faults
+
+
+def test_scontrol_reply_parses_like_the_real_one() -> None:
+    j = job("5", reason="BeginTime")
+    parsed = slurm.parse_scontrol_job(scontrol(j).stdout)
+    assert parsed == Job(j.job_id, j.name, j.state, j.reason, "", "", j.time_limit, j.start_time,
+                         j.comment, partition="debug")
+
+
+class WallClock:
+    """A clock the test moves: each reading advances ``tick`` (the loop's sleeps are real but
+    tiny in these tests)."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_pending_job_is_asked_about_on_the_backoff_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the job known from acquire, the first minute holds 4 one-RPC queries (2, 6, 15, 35 s)."""
+    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
+    clock = WallClock(0.25)
+    asked: list[float] = []
+
+    def reply(argv: tuple[str, ...], _input: str | None) -> Any:
+        asked.append(clock.now)
+        return scontrol(job("5", reason="BeginTime"))
+
+    with pytest.raises(ProxyError, match="gave up after 60 s"):
+        waiter(FakeRunner({"scontrol": reply}), timeout=60, clock=clock,
+               known=job("5", reason="BeginTime")).wait()
+    assert len(asked) == 4, asked
+    assert [round(t) for t in asked] == [2, 6, 15, 35]
+
+
+def test_the_elapsed_time_ticks_every_second_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = Tty()
+    clock = WallClock(0.25)
+    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
+    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    with pytest.raises(ProxyError, match="gave up"):
+        proxy.Waiter(FakeRunner({"scontrol": scontrol(job("5", reason="BeginTime"))}), "5",
+                     timeout=5, progress=Progress(stream), watch_fd=None, clock=clock,
+                     job=job("5", reason="BeginTime")).wait()
+    shown = [int(part.rsplit("[", 1)[1].rstrip("s]")) for part in stream.getvalue().split("\r\033[K")
+             if "[" in part]
+    assert shown == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_pipe_gets_a_line_only_when_the_state_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    clock = WallClock(0.25)
+    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
+    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    replies = [scontrol(job("5", reason="Priority", start="Unknown"))]
+    with pytest.raises(ProxyError, match="gave up"):
+        waiter(FakeRunner({"scontrol": replies}), timeout=8, clock=clock,
+               stream=stream, known=job("5", reason="BeginTime", start="Unknown")).wait()
+    assert stream.getvalue() == (
+        "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (BeginTime) [0s]\n"
+        "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (Priority) [2s]\n"
+    )
+
+
+def test_slurm_not_answering_is_retried_with_backoff_and_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    clock = WallClock(0.25)
+    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
+    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    asked: list[float] = []
+    answers = [DOWN, DOWN, DOWN, DOWN, scontrol(job("5", "FAILED", reason="NonZeroExitCode"))]
+
+    def reply(argv: tuple[str, ...], _input: str | None) -> Any:
+        asked.append(clock.now)
+        return answers.pop(0)
+
+    with pytest.raises(JobEndedError, match="job 5 ended FAILED"):
+        waiter(FakeRunner({"scontrol": reply}), timeout=300, clock=clock, stream=stream,
+               known=job("5", reason="BeginTime", start="Unknown")).wait()
+    gaps = [round(b - a) for a, b in zip(asked, asked[1:])]
+    assert gaps == [2, 4, 8, 15]
+    assert stream.getvalue().splitlines() == [
+        "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (BeginTime) [0s]",
+        "interactive-slurm: job 5: Slurm is not answering (retrying) [2s]",
+    ]
+
+
+def test_other_slurm_failures_give_up_after_three_in_a_row() -> None:
+    runner = FakeRunner({"scontrol": fail("scontrol: error: something else")})
+    with pytest.raises(slurm.SlurmError, match="something else"):
+        waiter(runner, step=1.0).wait()
+    assert len(runner.argvs("scontrol")) == 3
+
+
+def node_reason(j: Job) -> Job:
+    return Job(j.job_id, j.name, j.state, "ReqNodeNotAvail, UnavailableNodes:vm", j.nodes,
+               j.time_left, j.time_limit, "Unknown", j.comment)
+
+
+def test_a_pending_job_whose_nodes_are_all_down_is_a_clear_error() -> None:
+    runner = FakeRunner({
+        "scontrol": scontrol(node_reason(job("5"))),
+        "sinfo": ok("vm|down*|Not responding\nvm|down*|Not responding\nvm2|drained|disk\n"),
+    })
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, step=0.5).wait()
+    assert str(info.value) == (
+        "job 5 cannot start: no node of partition debug takes jobs now (vm is DOWN* (Not "
+        "responding), vm2 is DRAINED (disk)); try again when the node is back"
+    )
+    assert runner.argvs("sinfo") == [tuple(slurm.sinfo_nodes_argv("debug"))]
+
+
+def test_a_pending_job_with_one_usable_node_keeps_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    runner = FakeRunner({
+        "scontrol": scontrol(node_reason(job("5"))),
+        "sinfo": ok("vm|down*|Not responding\nvm2|allocated|none\n"),
+    })
+    with pytest.raises(ProxyError, match="gave up"):
+        waiter(runner, step=5.0, timeout=300).wait()
+    assert len(runner.argvs("scontrol")) > 2
+    assert len(runner.argvs("sinfo")) == 1  # once per reason, not per query
+
+
+@pytest.mark.parametrize(
+    ("state", "usable"),
+    [("idle", True), ("mixed", True), ("allocated", True), ("completing", True),
+     ("idle*", False), ("down*", False), ("down", False), ("drained", False), ("draining", False),
+     ("fail", False), ("maint", False), ("powered_down", False)],
+)
+def test_node_usable(state: str, usable: bool) -> None:
+    assert slurm.Node("vm", state, "").usable is usable
+
+
+def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
+    listener: socket.socket,
+) -> None:
+    """No 250 ms steps: the loop polls a few ms apart once the job has started."""
+    import threading
+
+    port = listener.getsockname()[1]
+    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAjob5key\n"),
+                         "scontrol": scontrol(job("5", "RUNNING", nodes="vm"))})
+    paths.ensure_private_dir(paths.logs_dir())
+    paths.job_log("5").write_text("session starting\n")
+    published_at: list[float] = []
+
+    def publish_later() -> None:
+        import time
+
+        time.sleep(0.5)
+        published(listener)
+        published_at.append(time.monotonic())
+
+    thread = threading.Thread(target=publish_later)
+    thread.start()
+    import time
+
+    _, sock = waiter(runner, clock=time.monotonic, known=job("5", "RUNNING", nodes="vm")).wait()
+    seen = time.monotonic()
+    thread.join()
+    sock.close()
+    assert seen - published_at[0] < 0.1

@@ -31,8 +31,9 @@ NO_COMMENT_LINE = "8|vscode-remote-cpu|RUNNING|None|node03|1:00:00|8:00:00|2026-
 def test_squeue_format() -> None:
     assert slurm.SQUEUE_FORMAT == "%i|%j|%T|%r|%N|%L|%l|%S|%k"
     assert slurm.squeue_mine_argv() == [
-        "squeue", "--me", "--noheader", "--format=%i|%j|%T|%r|%N|%L|%l|%S|%k"
+        "squeue", "--local", "--me", "--noheader", "--format=%i|%j|%T|%r|%N|%L|%l|%S|%k"
     ]
+    assert slurm.scontrol_job_argv("42") == ["scontrol", "--local", "--oneliner", "show", "job", "42"]
     assert slurm.squeue_job_argv("42") == [
         "squeue", "--jobs", "42", "--states=all", "--noheader",
         "--format=%i|%j|%T|%r|%N|%L|%l|%S|%k",
@@ -327,3 +328,72 @@ def test_cancel_failure_quotes_scancel() -> None:
     runner = FakeRunner({"scancel": fail("scancel: error: Kill job error on job id 5: Access denied\n")})
     with pytest.raises(SlurmError, match="Access denied"):
         slurm.cancel(runner, ["5"])
+
+
+# ------------------------------------------------------------------------- scontrol, sinfo
+
+# Captured from Slurm 22.05 (the local cluster): a job held by --begin, and a running one.
+SCONTROL_PENDING = (
+    "JobId=265 JobName=vscode-remote-cpu UserId=isuser(1001) GroupId=isuser(1001) MCS_label=N/A "
+    "Priority=4294901515 Nice=0 Account=(null) QOS=(null) JobState=PENDING Reason=BeginTime "
+    "Dependency=(null) Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0 RunTime=00:00:00 "
+    "TimeLimit=UNLIMITED TimeMin=N/A SubmitTime=2026-11-27T03:57:35 "
+    "EligibleTime=2026-11-27T04:57:35 AccrueTime=Unknown StartTime=2026-11-27T04:57:35 "
+    "EndTime=Unknown Deadline=N/A SuspendTime=None SecsPreSuspend=0 "
+    "LastSchedEval=2026-11-27T03:57:35 Scheduler=Main Partition=debug AllocNode:Sid=localhost:12865 "
+    "ReqNodeList=(null) ExcNodeList=(null) NodeList= NumNodes=1 NumCPUs=1 NumTasks=1 CPUs/Task=1 "
+    "ReqB:S:C:T=0:0:*:* TRES=cpu=1,mem=1G,node=1,billing=1 Socks/Node=* NtasksPerN:B:S:C=0:0:*:* "
+    "CoreSpec=* MinCPUsNode=1 MinMemoryCPU=1G MinTmpDiskNode=0 Features=(null) DelayBoot=00:00:00 "
+    "OverSubscribe=OK Contiguous=0 Licenses=(null) Network=(null) Command=(null) WorkDir=/tmp "
+    "Comment=interactive-slurm:kind=cpu,profile=x  StdErr=/dev/null StdIn=/dev/null "
+    "StdOut=/dev/null Power= \n"
+)
+
+
+def test_parse_scontrol_job_pending() -> None:
+    job = slurm.parse_scontrol_job(SCONTROL_PENDING)
+    assert job == slurm.Job(
+        job_id="265", name="vscode-remote-cpu", state="PENDING", reason="BeginTime", nodes="",
+        time_left="", time_limit="UNLIMITED", start_time="2026-11-27T04:57:35",
+        comment="interactive-slurm:kind=cpu,profile=x", partition="debug",
+    )
+    assert job.pending and job.meta == {"kind": "cpu", "profile": "x"}
+
+
+def test_parse_scontrol_job_running_with_spaces_in_values() -> None:
+    line = SCONTROL_PENDING.replace("JobState=PENDING Reason=BeginTime", "JobState=RUNNING Reason=None")
+    line = line.replace("NodeList= ", "NodeList=vm ").replace("WorkDir=/tmp", "WorkDir=/home/a b")
+    job = slurm.parse_scontrol_job(line)
+    assert job is not None
+    assert (job.state, job.nodes, job.running) == ("RUNNING", "vm", True)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "No jobs in the system\n"])
+def test_parse_scontrol_job_none(text: str) -> None:
+    assert slurm.parse_scontrol_job(text) is None
+
+
+def test_parse_scontrol_job_nonsense() -> None:
+    with pytest.raises(SlurmError, match='Could not make sense of scontrol output "JobId=x"'):
+        slurm.parse_scontrol_job("JobId=x\n")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "unreachable"),
+    [
+        ("slurm_load_jobs error: Unable to contact slurm controller (connect failure)", True),
+        ("slurm_load_jobs error: Socket timed out on send/recv operation", True),
+        ("slurm_load_jobs error: Invalid job id specified", False),
+        ("squeue: error: Invalid user: nobody", False),
+    ],
+)
+def test_unreachable(stderr: str, unreachable: bool) -> None:
+    error = SlurmError(f"scontrol failed (exit 1): {stderr}", returncode=1, stderr=stderr)
+    assert slurm.unreachable(error) is unreachable
+
+
+def test_parse_sinfo_nodes_one_row_per_node() -> None:
+    out = "vm|down*|Not responding\nvm|down*|Not responding\nn2|idle|none\n"
+    assert slurm.parse_sinfo_nodes(out) == [
+        slurm.Node("vm", "down*", "Not responding"), slurm.Node("n2", "idle", ""),
+    ]

@@ -1,10 +1,15 @@
-"""splice.py: socketpairs stand in for the proxy's stdin/stdout; a real TCP server on port 0."""
+"""splice.py: pipes stand in for the proxy's stdin/stdout (as OpenSSH gives them); a real TCP
+server on port 0. Every behaviour is checked for both engines: the zero-copy splice and the
+copying pump (forced), plus the automatic choice when stdio is not a pipe."""
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,10 +17,12 @@ from typing import Callable
 
 import pytest
 
+from interactive_slurm import splice as splice_mod
 from interactive_slurm.splice import splice
 
 TIMEOUT = 20.0
 MIB = 1 << 20
+ENGINES = ["splice", "copy"] if splice_mod.splice_available() else ["copy"]
 
 
 def recv_all(sock: socket.socket) -> bytes:
@@ -28,11 +35,6 @@ def recv_all(sock: socket.socket) -> bytes:
         chunks.append(chunk)
 
 
-def send_then_eof(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(data)
-    sock.shutdown(socket.SHUT_WR)
-
-
 def background(target: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
@@ -42,6 +44,42 @@ def background(target: Callable[[], object]) -> threading.Thread:
 def join(thread: threading.Thread) -> None:
     thread.join(TIMEOUT)
     assert not thread.is_alive(), f"{thread.name} hung for {TIMEOUT} s"
+
+
+class End:
+    """The ssh client's end of one of the proxy's stdio channels (a pipe or a socketpair)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.closed = False
+
+    def write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view[:MIB])
+            view = view[n:]
+
+    def read_all(self) -> bytes:
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError("no EOF on the proxy's stdout")
+            chunk = os.read(self.fd, MIB)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def read_some(self) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], TIMEOUT)
+        assert ready, "nothing arrived"
+        return os.read(self.fd, 65536)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
 
 
 @dataclass
@@ -80,44 +118,56 @@ class Server:
 class Proxy:
     """splice() running in a thread like the proxy process: stdout closes when it returns."""
 
-    stdin: socket.socket  # the ssh client's end: write here
-    stdout: socket.socket  # the ssh client's end: read here
+    stdin: End  # the ssh client's end: write here
+    stdout: End  # the ssh client's end: read here
     thread: threading.Thread
     errors: list[BaseException]
 
 
+def stdio_pair(kind: str) -> tuple[int, int]:
+    """(reader, writer) fds of one channel."""
+    if kind == "pipe":
+        return os.pipe()
+    a, b = socket.socketpair()
+    return a.detach(), b.detach()
+
+
 @contextmanager
-def spliced(server: Server, initial: bytes = b"") -> Iterator[Proxy]:
-    stdin_client, stdin_proxy = socket.socketpair()
-    stdout_proxy, stdout_client = socket.socketpair()
-    for end in (stdin_client, stdout_client):
-        end.settimeout(TIMEOUT)
+def spliced(server: Server, engine: str, initial: bytes = b"", stdio: str = "pipe") -> Iterator[Proxy]:
+    stdin_proxy, stdin_client = stdio_pair(stdio)
+    stdout_client, stdout_proxy = stdio_pair(stdio)
     sock = server.connect()
     errors: list[BaseException] = []
+    mode = "auto" if stdio != "pipe" else engine
 
     def run() -> None:
         try:
-            splice(stdin_proxy.fileno(), stdout_proxy.fileno(), sock, initial)
+            splice(stdin_proxy, stdout_proxy, sock, initial, mode=mode)
         except BaseException as exc:
             errors.append(exc)
         finally:
-            stdout_proxy.close()  # the proxy process exits: ssh sees EOF on our stdout
-            stdin_proxy.close()
+            os.close(stdout_proxy)  # the proxy process exits: ssh sees EOF on our stdout
+            os.close(stdin_proxy)
             sock.close()
 
-    proxy = Proxy(stdin_client, stdout_client, background(run), errors)
+    proxy = Proxy(End(stdin_client), End(stdout_client), background(run), errors)
     try:
         yield proxy
     finally:
-        stdin_client.close()
-        stdout_client.close()
+        proxy.stdin.close()
+        proxy.stdout.close()
 
 
-def pump_through(server: Server, up: bytes) -> bytes:
+def send_then_eof(end: End, data: bytes) -> None:
+    end.write_all(data)
+    end.close()
+
+
+def pump_through(server: Server, up: bytes, engine: str, stdio: str = "pipe") -> bytes:
     """Splice ``up`` (then EOF) to ``server``; return everything that came back down."""
-    with spliced(server) as proxy:
+    with spliced(server, engine, stdio=stdio) as proxy:
         writer = background(lambda: send_then_eof(proxy.stdin, up))
-        got = recv_all(proxy.stdout)
+        got = proxy.stdout.read_all()
         join(writer)
         join(proxy.thread)
     server.finish()
@@ -125,9 +175,12 @@ def pump_through(server: Server, up: bytes) -> bytes:
     return got
 
 
-def test_5_mib_both_ways_byte_identical() -> None:
-    up_payload = os.urandom(5 * MIB)
-    down_payload = os.urandom(5 * MIB)
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def both_ways(up_payload: bytes, down_payload: bytes, engine: str, stdio: str = "pipe") -> None:
     received: list[bytes] = []
 
     def handler(conn: socket.socket) -> None:
@@ -136,36 +189,69 @@ def test_5_mib_both_ways_byte_identical() -> None:
         received.append(recv_all(conn))
         join(sender)
 
-    got = pump_through(Server(handler), up_payload)
+    got = pump_through(Server(handler), up_payload, engine, stdio)
     assert received == [up_payload]
     assert got == down_payload
 
 
-def test_5_mib_echo() -> None:
+def test_5_mib_both_ways_byte_identical(engine: str) -> None:
+    both_ways(os.urandom(5 * MIB), os.urandom(5 * MIB), engine)
+
+
+def test_64_mib_each_way(engine: str) -> None:
+    both_ways(os.urandom(64 * MIB), b"", engine)
+    both_ways(b"", os.urandom(64 * MIB), engine)
+
+
+def test_all_256_byte_values_both_ways(engine: str) -> None:
+    every = bytes(range(256)) * 4096  # 1 MiB, every value in every position mod 256
+    both_ways(every, every[::-1], engine)
+
+
+def test_5_mib_echo(engine: str) -> None:
     payload = os.urandom(5 * MIB)
 
     def echo(conn: socket.socket) -> None:
         while data := conn.recv(65536):
             conn.sendall(data)
 
-    got = pump_through(Server(echo), payload)
-    assert len(got) == len(payload)
+    got = pump_through(Server(echo), payload, engine)
     assert got == payload
 
 
-def test_initial_bytes_go_first() -> None:
+def test_stdio_that_is_not_a_pipe_falls_back_to_copying() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        assert splice_mod.choose(a.fileno(), b.fileno()) == (False, False)
+    r, w = os.pipe()
+    try:
+        assert splice_mod.choose(r, w, "copy") == (False, False)
+        expected = splice_mod.splice_available()
+        assert splice_mod.choose(r, w) == (expected, expected)
+    finally:
+        os.close(r)
+        os.close(w)
+    both_ways(os.urandom(3 * MIB), os.urandom(3 * MIB), "auto", stdio="socketpair")
+
+
+def test_a_bad_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="mode must be one of auto, splice, copy"):
+        splice_mod.choose(0, 1, "fast")
+
+
+def test_initial_bytes_go_first(engine: str) -> None:
     received: list[bytes] = []
     server = Server(lambda conn: received.append(recv_all(conn)))
-    with spliced(server, initial=b"SSH-2.0-OpenSSH_9.2\r\n") as proxy:
-        proxy.stdin.sendall(b"after")
-        proxy.stdin.shutdown(socket.SHUT_WR)
-        assert recv_all(proxy.stdout) == b""
+    with spliced(server, engine, initial=b"SSH-2.0-OpenSSH_9.2\r\n") as proxy:
+        proxy.stdin.write_all(b"after")
+        proxy.stdin.close()
+        assert proxy.stdout.read_all() == b""
         join(proxy.thread)
     server.finish()
     assert received == [b"SSH-2.0-OpenSSH_9.2\r\nafter"]
 
 
-def test_stdin_eof_is_a_half_close_and_the_reply_still_arrives() -> None:
+def test_stdin_eof_is_a_half_close_and_the_reply_still_arrives(engine: str) -> None:
     received: list[bytes] = []
 
     def handler(conn: socket.socket) -> None:
@@ -173,42 +259,42 @@ def test_stdin_eof_is_a_half_close_and_the_reply_still_arrives() -> None:
         conn.sendall(b"reply after your EOF")
 
     server = Server(handler)
-    with spliced(server) as proxy:
-        proxy.stdin.sendall(b"request")
-        proxy.stdin.shutdown(socket.SHUT_WR)
-        assert recv_all(proxy.stdout) == b"reply after your EOF"
+    with spliced(server, engine) as proxy:
+        proxy.stdin.write_all(b"request")
+        proxy.stdin.close()
+        assert proxy.stdout.read_all() == b"reply after your EOF"
         join(proxy.thread)
     server.finish()
     assert received == [b"request"]
     assert proxy.errors == []
 
 
-def test_server_close_ends_splice_while_stdin_stays_open() -> None:
+def test_server_close_ends_splice_while_stdin_stays_open(engine: str) -> None:
     server = Server(lambda conn: conn.sendall(b"bye"))
-    with spliced(server) as proxy:
+    with spliced(server, engine) as proxy:
         # stdin is never closed: the server closing alone must end the splice.
-        assert recv_all(proxy.stdout) == b"bye"
+        assert proxy.stdout.read_all() == b"bye"
         join(proxy.thread)
     server.finish()
     assert proxy.errors == []
 
 
-@pytest.mark.parametrize("size", [0, 1, 65536 * 4 + 1])
-def test_server_close_after_a_large_reply_delivers_it_all(size: int) -> None:
+@pytest.mark.parametrize("size", [0, 1, 65536 * 4 + 1, 8 * MIB + 3])
+def test_server_close_after_a_large_reply_delivers_it_all(engine: str, size: int) -> None:
     reply = os.urandom(size)
 
     def handler(conn: socket.socket) -> None:
         conn.sendall(reply)
 
     server = Server(handler)
-    with spliced(server) as proxy:
-        assert recv_all(proxy.stdout) == reply
+    with spliced(server, engine) as proxy:
+        assert proxy.stdout.read_all() == reply
         join(proxy.thread)
     server.finish()
     assert proxy.errors == []
 
 
-def test_splice_ends_when_the_client_stops_reading_stdout() -> None:
+def test_splice_ends_when_the_client_stops_reading_stdout(engine: str) -> None:
     stop = threading.Event()
 
     def flood(conn: socket.socket) -> None:
@@ -220,10 +306,92 @@ def test_splice_ends_when_the_client_stops_reading_stdout() -> None:
             pass  # the proxy went away: expected
 
     server = Server(flood)
-    with spliced(server) as proxy:
-        assert proxy.stdout.recv(65536)  # the flood has started
+    with spliced(server, engine) as proxy:
+        assert proxy.stdout.read_some()  # the flood has started
         proxy.stdout.close()  # the ssh client is gone
         join(proxy.thread)
         stop.set()
     server.finish()
     assert proxy.errors == []
+
+
+def fill(fd: int, seconds: float = 1.0) -> int:
+    """Write to non-blocking ``fd`` until it has refused for ``seconds``; bytes accepted."""
+    os.set_blocking(fd, False)
+    total, chunk = 0, b"u" * 65536
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < seconds:
+        try:
+            total += os.write(fd, chunk)
+            idle_since = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    os.set_blocking(fd, True)
+    return total
+
+
+def test_backpressure_upward_a_slow_server_stops_reading_stdin(engine: str) -> None:
+    """The server reads nothing for a while: the proxy must stop taking stdin, not buffer it."""
+    go = threading.Event()
+    received: list[int] = []
+
+    def handler(conn: socket.socket) -> None:
+        go.wait(TIMEOUT)
+        received.append(len(recv_all(conn)))
+
+    server = Server(handler)
+    with spliced(server, engine) as proxy:
+        accepted = fill(proxy.stdin.fd)
+        assert accepted < 24 * MIB, f"the proxy buffered {accepted} bytes for a server not reading"
+        go.set()
+        proxy.stdin.close()
+        assert proxy.stdout.read_all() == b""
+        join(proxy.thread)
+    server.finish()
+    assert received == [accepted]
+
+
+def test_backpressure_downward_a_slow_client_stops_the_socket(engine: str) -> None:
+    """The ssh client reads nothing for a while: the proxy must stop reading the socket."""
+    sent: list[int] = []
+
+    def handler(conn: socket.socket) -> None:
+        sent.append(fill(conn.fileno()))
+        conn.shutdown(socket.SHUT_WR)
+        recv_all(conn)
+
+    server = Server(handler)
+    with spliced(server, engine) as proxy:
+        join_deadline = time.monotonic() + TIMEOUT
+        while not sent and time.monotonic() < join_deadline:
+            time.sleep(0.05)
+        assert sent and sent[0] < 24 * MIB, f"the proxy took {sent} bytes for a client not reading"
+        got = proxy.stdout.read_all()
+        proxy.stdin.close()
+        join(proxy.thread)
+    server.finish()
+    assert len(got) == sent[0] and set(got) == {ord("u")}
+
+
+def test_a_peer_reset_ends_the_pump_without_an_error(engine: str) -> None:
+    def reset(conn: socket.socket) -> None:
+        conn.recv(1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    server = Server(reset)
+    with spliced(server, engine) as proxy:
+        writer = background(lambda: _write_until_gone(proxy.stdin))
+        assert proxy.stdout.read_all() == b""
+        join(proxy.thread)
+        proxy.stdin.close()
+        join(writer)
+    server.finish()
+    assert proxy.errors == []
+
+
+def _write_until_gone(end: End) -> None:
+    try:
+        for _ in range(200):
+            end.write_all(b"z" * 65536)
+    except OSError as exc:
+        assert exc.errno in (errno.EPIPE, errno.EBADF)
