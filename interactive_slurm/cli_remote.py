@@ -22,11 +22,6 @@ def _runner() -> Runner:
     return cli._runner()
 
 
-def _command(command: tuple[str, ...]) -> tuple[str, ...]:
-    """COMMAND as given after ``--`` (click keeps a later ``--`` as an argument)."""
-    return command[1:] if command[:1] == ("--",) else command
-
-
 @click.group("remote", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="remote")
 def remote_cli() -> None:
@@ -87,7 +82,8 @@ def ssh_cmd(job_id: str | None, command: tuple[str, ...]) -> None:
     runner = _runner()
     ep = remote.pick_endpoint(job_id)
     known = remote.ensure_known_hosts(runner)
-    exec_replace(remote.ssh_argv(ep, known, _command(command)))
+    options, argv = remote.split_ssh_options(command)
+    exec_replace(remote.ssh_argv(ep, known, argv, options))
 
 
 @remote_cli.command("gpuswap", context_settings={"ignore_unknown_options": True})
@@ -123,7 +119,8 @@ def gpuswap_cmd(
         slurm.cancel(runner, [cpu_job])
         return
     known = remote.ensure_known_hosts(runner)
-    exec_replace(remote.ssh_argv(ep, known, _command(command)))
+    options, argv = remote.split_ssh_options(command)
+    exec_replace(remote.ssh_argv(ep, known, argv, options))
 
 
 remote_cli.add_command(check_cmd)

@@ -118,7 +118,28 @@ def connect_command(job_id: str) -> str:
     return command.replace("%", "%%")  # ssh expands %-tokens in a ProxyCommand
 
 
-def ssh_argv(ep: endpoint.Endpoint, known_hosts: str, command: Sequence[str] = ()) -> list[str]:
+#: ssh options that take a value (``ssh(1)``); the others are flags.
+_SSH_VALUE_OPTIONS = set("BbcDEeFIiJLlmOoPpQRSWw")
+
+
+def split_ssh_options(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Leading ssh options (``-o BatchMode=yes -t``) and the command after them."""
+    args = list(args)
+    options: list[str] = []
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        options.append(arg)
+        if len(arg) == 2 and arg[1] in _SSH_VALUE_OPTIONS and args:
+            options.append(args.pop(0))
+    return options, args
+
+
+def ssh_argv(
+    ep: endpoint.Endpoint, known_hosts: str, command: Sequence[str] = (),
+    options: Sequence[str] = (),
+) -> list[str]:
     """ssh into a session through its keyhole, its certificate checked strictly (no prompt).
 
     ``command`` (after ``--``) is quoted for the remote shell, argument by argument: ssh itself
@@ -131,6 +152,7 @@ def ssh_argv(ep: endpoint.Endpoint, known_hosts: str, command: Sequence[str] = (
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "CheckHostIP=no",
+        *options,
         "--",
         ep.host,
     ]

@@ -96,8 +96,17 @@ def render_sshd_config(
     )
 
 
+PORTS_ENV = "INTERACTIVE_SLURM_PORTS"
+
+
 def port_range() -> tuple[int, int]:
-    """Ports below the kernel's ephemeral range, so outgoing connections never hold ours."""
+    """Ports below the kernel's ephemeral range, so outgoing connections never hold ours;
+    ``INTERACTIVE_SLURM_PORTS=LOW-HIGH`` (in the job's environment) narrows it, e.g. to what a
+    firewall lets through."""
+    value = os.environ.get(PORTS_ENV, "")
+    low_text, _, high_text = value.partition("-")
+    if low_text.isdigit() and high_text.isdigit() and 1024 <= int(low_text) <= int(high_text) < 65536:
+        return int(low_text), int(high_text)
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -277,9 +286,14 @@ class Session:
 
     def listen(self) -> None:
         rng = random.SystemRandom()
+        low, high = port_range()
+        tried: set[int] = set()
         errors = []
-        for _attempt in range(PORT_ATTEMPTS):
+        while len(tried) < min(PORT_ATTEMPTS, high - low + 1):
             port = pick_port(rng)
+            if port in tried:
+                continue
+            tried.add(port)
             try:
                 self.listeners = bind_listeners(port)
             except OSError as exc:

@@ -21,7 +21,7 @@ def test_list_shows_the_session_with_its_endpoint(harness: Harness) -> None:
 def test_ssh_from_the_login_node_into_a_session(harness: Harness) -> None:
     job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     result = harness.run([str(REMOTE), "ssh", job, "-o", "BatchMode=yes", "--",
-                          "echo", "in", "$SLURM_JOB_ID"], check=True)
+                          "sh", "-c", "echo in $SLURM_JOB_ID"], check=True)
     assert result.stdout.strip() == f"in {job}"
 
 
