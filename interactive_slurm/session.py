@@ -399,7 +399,10 @@ class Session:
         self.failed_starts += 1
         if self.failed_starts >= MAX_FAILED_STARTS:
             assert self.tmp is not None
-            log = (self.tmp / "sshd.log").read_text(errors="replace").strip()
+            try:
+                log = (self.tmp / "sshd.log").read_text(errors="replace").strip()
+            except OSError:
+                log = "(sshd wrote no log)"
             raise SessionError(
                 f"sshd -i failed at startup {self.failed_starts} times in a row; giving up. "
                 f"Its last log lines:\n{log[-2000:]}"
