@@ -4,6 +4,7 @@ second user (``scripts/test`` lets the test user act as it through sudo)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -204,6 +205,13 @@ def sshd_children(session_pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def descendants(pid: int) -> list[int]:
+    found = []
+    for child in sshd_children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def test_killed_sshd_loses_only_its_connection(harness: Harness) -> None:
     job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     ep = endpoint_of(harness)
@@ -211,7 +219,9 @@ def test_killed_sshd_loses_only_its_connection(harness: Harness) -> None:
                               "slurm-cpu", "sleep 60"], env=harness.env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     [child] = wait_for(lambda: sshd_children(int(ep["session_pid"])), 30, "the sshd -i")  # type: ignore[call-overload]
-    os.kill(child, signal.SIGKILL)
+    for pid in [child, *descendants(child)]:  # sshd -i and what it started (it crashed)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     shell.communicate(timeout=30)
     assert shell.returncode != 0
     assert harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip() == job  # same job

@@ -44,7 +44,7 @@ def test_cancel_by_kind_and_refusal_of_foreign_jobs(harness: Harness) -> None:
 def test_gpuswap_from_inside_a_cpu_session(harness: Harness) -> None:
     cpu = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     out = harness.ssh(
-        "slurm-cpu", f"{REMOTE} gpuswap -- echo GPU job '$SLURM_JOB_ID' sees '$CUDA_VISIBLE_DEVICES'"
+        "slurm-cpu", f"{REMOTE} gpuswap -- sh -c 'echo GPU job $SLURM_JOB_ID sees $CUDA_VISIBLE_DEVICES'"
     ).stdout
     gpu_jobs = [j["id"] for j in my_jobs() if j["name"] == "vscode-remote-gpu"]
     assert len(gpu_jobs) == 1
