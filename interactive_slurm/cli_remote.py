@@ -76,8 +76,8 @@ def ssh_cmd(job_id: str | None, command: tuple[str, ...]) -> None:
     runner = cli_base.runner()
     ep = remote.pick_endpoint(job_id)
     known = remote.ensure_known_hosts(runner)
-    argv = remote.ssh_argv(ep, known)
-    exec_replace([*argv, *command])
+    options, argv = remote.split_ssh_options(command)
+    exec_replace(remote.ssh_argv(ep, known, argv, options))
 
 
 @remote_cli.command("gpuswap", context_settings={"ignore_unknown_options": True})
@@ -113,7 +113,8 @@ def gpuswap_cmd(
         slurm.cancel(runner, [cpu_job])
         return
     known = remote.ensure_known_hosts(runner)
-    exec_replace([*remote.ssh_argv(ep, known), *command])
+    options, argv = remote.split_ssh_options(command)
+    exec_replace(remote.ssh_argv(ep, known, argv, options))
 
 
 remote_cli.add_command(check_cmd)

@@ -1,7 +1,10 @@
 """The rendezvous record a session publishes and the proxy reads.
 
-``<state>/jobs/<jobid>/endpoint.json``, mode 0600, written atomically once sshd answers. The
-proxy's fast path reads only these files: no Slurm query when a session is reusable.
+``<state>/jobs/<jobid>/endpoint.json``, mode 0600, written atomically once the session listens.
+It holds the session's keyhole secret (see :mod:`keyhole`), so only its owner can prove it. The
+session renews the record's mtime every :data:`RENEW_SECONDS` (its lease); a record not renewed
+for :data:`LEASE_SECONDS` is stale. The proxy's fast path reads only these files: no Slurm query
+when a session is reusable. Imported by the fast path: no dataclasses or typing here.
 """
 
 from __future__ import annotations
@@ -9,48 +12,88 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import time
 from pathlib import Path
-from typing import Any
 
 from interactive_slurm import paths
 from interactive_slurm.errors import EndpointError
-from interactive_slurm.fsutil import read_private, write_private_atomic
+from interactive_slurm.fsutil import read_private
 
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    job_id: str
-    kind: str
-    profile: str
-    host: str
-    port: int
-    host_key: str
-    sshd_pid: int
-    started_at: float
-    container: str = ""
-    version: int = FORMAT_VERSION
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
+#: 2: the keyhole secret and the session pid (no long-running sshd any more).
+FORMAT_VERSION = 2
+RENEW_SECONDS = 15.0
+LEASE_SECONDS = 60.0
+#: The note a session leaves in its job folder when its job ends (the reason, one line).
+ENDED_NOTE = "ended"
 
 _FIELDS: dict[str, type] = {
     "job_id": str, "kind": str, "profile": str, "host": str, "port": int, "host_key": str,
-    "sshd_pid": int, "started_at": float, "container": str, "version": int,
+    "session_pid": int, "started_at": float, "container": str, "secret": str, "version": int,
 }
+
+
+class Endpoint:
+    """One published session (immutable by convention; compared by value)."""
+
+    __slots__ = (
+        "container",
+        "host",
+        "host_key",
+        "identity",
+        "job_id",
+        "kind",
+        "port",
+        "profile",
+        "secret",
+        "session_pid",
+        "started_at",
+        "version",
+    )
+
+    def __init__(
+        self, *, job_id: str, kind: str, profile: str, host: str, port: int, host_key: str,
+        session_pid: int, started_at: float, secret: str, container: str = "",
+        version: int = FORMAT_VERSION, identity: tuple[int, int, float] | None = None,
+    ) -> None:
+        self.job_id, self.kind, self.profile, self.host = job_id, kind, profile, host
+        self.port, self.host_key, self.session_pid = port, host_key, session_pid
+        self.started_at, self.container, self.secret = started_at, container, secret
+        self.version = version
+        #: (st_dev, st_ino, st_mtime) of the file it was read from; None if not read from one.
+        self.identity = identity
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
+
+    def replace(self, **changes: object) -> Endpoint:
+        return Endpoint(**{**self.as_dict(), **changes})  # type: ignore[arg-type]
+
+    def secret_bytes(self) -> bytes:
+        return bytes.fromhex(self.secret)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Endpoint) and self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def __repr__(self) -> str:
+        return f"Endpoint(job_id={self.job_id!r}, host={self.host!r}, port={self.port!r})"
 
 
 def from_json(text: str, source: Path) -> Endpoint:
     try:
-        data: Any = json.loads(text)
+        data = json.loads(text)
     except ValueError as exc:
         raise EndpointError(f"{source}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EndpointError(f"{source}: expected a JSON object")
-    values: dict[str, Any] = {}
+    if data.get("version") != FORMAT_VERSION:
+        raise EndpointError(f"{source}: version {data.get('version')!r} is not {FORMAT_VERSION}")
+    values: dict[str, object] = {}
     for key, typ in _FIELDS.items():
         value = data.get(key, "" if key == "container" else None)
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
@@ -58,16 +101,19 @@ def from_json(text: str, source: Path) -> Endpoint:
         if not isinstance(value, typ) or isinstance(value, bool):
             raise EndpointError(f"{source}: {key} = {value!r}: expected {typ.__name__}")
         values[key] = value
-    if values["version"] != FORMAT_VERSION:
-        raise EndpointError(f"{source}: version {values['version']} is not {FORMAT_VERSION}")
-    if not 0 < values["port"] < 65536:
-        raise EndpointError(f"{source}: port = {values['port']!r}: out of range")
-    if not is_job_id(values["job_id"]) or source.parent.name != values["job_id"]:
-        raise EndpointError(f"{source}: job_id = {values['job_id']!r}: does not match its folder")
-    return Endpoint(**values)
+    port, secret, job_id = data["port"], data["secret"], data["job_id"]
+    if not 0 < port < 65536:
+        raise EndpointError(f"{source}: port = {port!r}: out of range")
+    if len(secret) != 64 or not all(c in "0123456789abcdef" for c in secret):
+        raise EndpointError(f"{source}: secret: expected 64 hex digits")
+    if not is_job_id(job_id) or source.parent.name != job_id:
+        raise EndpointError(f"{source}: job_id = {job_id!r}: does not match its folder")
+    return Endpoint(**values)  # type: ignore[arg-type]
 
 
 def publish(ep: Endpoint) -> Path:
+    from interactive_slurm.fsutil import write_private_atomic
+
     path = paths.endpoint_file(ep.job_id)
     paths.ensure_private_dir(path.parent)
     write_private_atomic(path, ep.to_json())
@@ -75,7 +121,18 @@ def publish(ep: Endpoint) -> Path:
 
 
 def read(path: Path) -> Endpoint:
-    return from_json(read_private(path), path)
+    """The record at ``path``; EndpointError if unsafe or malformed (FileNotFoundError passes)."""
+    ep = from_json(read_private(path), path)
+    st = os.stat(path)
+    ep.identity = (st.st_dev, st.st_ino, st.st_mtime)
+    return ep
+
+
+def expired(ep: Endpoint, now: float | None = None) -> bool:
+    """Whether the session stopped renewing the record (its lease ran out)."""
+    if ep.identity is None:
+        return False
+    return (time.time() if now is None else now) - ep.identity[2] > LEASE_SECONDS
 
 
 def is_job_id(text: str) -> bool:
@@ -97,10 +154,23 @@ def read_job(job_id: str) -> Endpoint | None:
         return None
 
 
+def _is_own_file(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid()
+
+
 def find(
-    kind: str | None = None, profile: str | None = None, container: str | None = None
+    kind: str | None = None, profile: str | None = None, container: str | None = None,
+    *, broken: list[Path] | None = None,
 ) -> list[Endpoint]:
-    """Readable endpoints matching the filters (None: any), newest first; bad files skipped."""
+    """Readable endpoints matching the filters (None: any), newest first; bad files skipped.
+
+    With ``broken``, the paths of our own records that cannot be used (corrupt, an older
+    format) are appended to it: callers on the proxy path remove them as stale.
+    """
     found = []
     try:
         entries = list(os.scandir(paths.jobs_dir()))
@@ -110,7 +180,11 @@ def find(
         path = Path(entry.path) / "endpoint.json"
         try:
             ep = read(path)
-        except (EndpointError, OSError):
+        except FileNotFoundError:
+            continue
+        except (EndpointError, OSError, UnicodeDecodeError):
+            if broken is not None and _is_own_file(path):
+                broken.append(path)
             continue
         if kind is not None and ep.kind != kind:
             continue
@@ -122,22 +196,68 @@ def find(
     return sorted(found, key=lambda ep: ep.started_at, reverse=True)
 
 
+def discard(ep: Endpoint) -> bool:
+    """Remove ``ep``'s record if the file is still the one it was read from (not a newer one)."""
+    path = paths.endpoint_file(ep.job_id)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if ep.identity is not None and (st.st_dev, st.st_ino) != ep.identity[:2]:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return True
+
+
 def remove(job_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         paths.endpoint_file(job_id).unlink()
 
 
+def ended_note(job_id: str) -> str | None:
+    """Why the job's session ended, if it left a note (``was cancelled``, ...)."""
+    try:
+        text = read_private(paths.job_dir(job_id) / ENDED_NOTE)
+    except (OSError, EndpointError, UnicodeDecodeError):
+        return None
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:200] or None
+
+
+#: How long a job's folder with only an ``ended`` note stays for proxies to read it.
+ENDED_KEEP_SECONDS = 600.0
+
+
 def prune(live_job_ids: set[str]) -> list[str]:
-    """Remove the records of jobs that are no longer in the queue; returns their ids.
+    """Remove the folders of jobs that are no longer in the queue; returns their ids.
 
     ``live_job_ids`` must come from a queue listing made *before* this call: a job is listed
-    from submission on, so a session that is still alive is never pruned.
+    from submission on, so a session that is still alive is never pruned. A fresh ``ended`` note
+    stays a while for the proxies whose connection it ended.
     """
     import shutil
 
     removed = []
-    for ep in find():
-        if ep.job_id not in live_job_ids:
-            shutil.rmtree(paths.job_dir(ep.job_id), ignore_errors=True)
-            removed.append(ep.job_id)
+    try:
+        entries = list(os.scandir(paths.jobs_dir()))
+    except FileNotFoundError:
+        return []
+    now = time.time()
+    for entry in entries:
+        if not is_job_id(entry.name) or entry.name in live_job_ids:
+            continue
+        folder = Path(entry.path)
+        if not _is_own_file(folder):
+            continue
+        has_record = (folder / "endpoint.json").exists()
+        try:
+            note_age = now - os.stat(folder / ENDED_NOTE).st_mtime
+        except OSError:
+            note_age = None
+        if not has_record and note_age is not None and note_age < ENDED_KEEP_SECONDS:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if has_record:
+            removed.append(entry.name)
     return removed

@@ -22,6 +22,10 @@ import time
 
 from interactive_slurm.errors import InteractiveSlurmError
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path ~3 ms
+if TYPE_CHECKING:
+    from interactive_slurm import endpoint
+
 _OPTIONS = ("--profile", "--container", "--timeout")
 #: How long a started check owns the stamp before another proxy may start one (it sets the
 #: real next due time when it ends, succeeded or not).
@@ -60,12 +64,14 @@ def default_profile() -> str:
     return config.load().default_profile
 
 
-def fast_socket(kind: str, profile: str | None, container: str) -> socket.socket | None:
-    """A connection to a live session of this kind/profile, from endpoint records alone."""
-    from interactive_slurm import endpoint
-    from interactive_slurm.fastpath import connect_first
+def fast_socket(
+    kind: str, profile: str | None, container: str
+) -> tuple[endpoint.Endpoint, socket.socket] | None:
+    """A keyhole-checked connection to a live session of this kind/profile, from endpoint
+    records alone; stale records met on the way are dropped (one line each on stderr)."""
+    from interactive_slurm.fastpath import find_and_connect
 
-    return connect_first(endpoint.find(kind, profile or default_profile(), container))
+    return find_and_connect(kind, profile or default_profile(), container)
 
 
 def update_check_due(now: float) -> bool:
@@ -113,25 +119,59 @@ def maybe_start_update_check() -> None:
             start_update_check(now)
 
 
+def connect_main(args: list[str]) -> None:
+    """``interactive-slurm connect JOBID``: the ProxyCommand of ``remote ssh``/``gpuswap``.
+
+    Keyhole + splice for one job's record; no Slurm, no slow path.
+    """
+    from interactive_slurm import endpoint, fastpath
+
+    try:
+        if len(args) != 1:
+            raise InteractiveSlurmError("usage: interactive-slurm connect JOBID")
+        ep = endpoint.read_job(args[0])
+        if ep is None:
+            raise InteractiveSlurmError(f"job {args[0]} has no running session")
+        try:
+            sock = fastpath.open_connection(ep)
+        except fastpath.StaleEndpoint as exc:
+            fastpath.drop(ep, str(exc))
+            raise InteractiveSlurmError(f"job {args[0]}'s session does not answer") from exc
+    except InteractiveSlurmError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    from interactive_slurm.splice import splice
+
+    with sock:
+        splice(0, 1, sock)
+    fastpath.report_end(ep.job_id)
+
+
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["connect"]:
+        connect_main(args[1:])
+        return
     if args[:1] == ["proxy"]:
         maybe_start_update_check()
     if args[:1] == ["proxy"] and not os.environ.get("INTERACTIVE_SLURM_NO_FAST_PATH"):
         request = parse_proxy_args(args[1:])
-        sock = None
+        found = None
         if request is not None:
             try:
-                sock = fast_socket(*request)
+                found = fast_socket(*request)
             except InteractiveSlurmError:
-                sock = None  # e.g. a bad config.toml: the full CLI below reports it
+                found = None  # e.g. a bad config.toml: the full CLI below reports it
             except KeyboardInterrupt:
                 sys.exit(130)
-        if sock is not None:
+        if found is not None:
+            from interactive_slurm.fastpath import report_end
             from interactive_slurm.splice import splice
 
+            ep, sock = found
             with sock:
                 splice(0, 1, sock)
+            report_end(ep.job_id)
             return
     from interactive_slurm.cli import main as cli_main
 

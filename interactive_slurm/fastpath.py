@@ -1,30 +1,96 @@
-"""Connect to the first live endpoint (shared by the lean entry and the proxy)."""
+"""Connect to a session through its keyhole (shared by the lean entry, the proxy and `connect`).
+
+A record is used only when its lease is fresh and the port proves the record's secret; anything
+else (expired lease, refused, silent, an impostor, a wrong proof, a corrupt record) means the
+record is stale or squatted: it is removed (if it is still the same file), one line says so on
+stderr, and the caller goes on (the next record, or the slow path) in the same connect.
+Imported by the fast path: keep its imports lean.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
+from interactive_slurm import endpoint, keyhole
 from interactive_slurm.endpoint import Endpoint
 
-CONNECT_TIMEOUT = 5.0
+TYPE_CHECKING = False  # not typing's: the fast path does not import typing
+if TYPE_CHECKING:
+    from typing import TextIO
+
+CONNECT_TIMEOUT = 3.0
+
+
+class StaleEndpoint(Exception):
+    """The record's port is not its session's (or the lease ran out); ``str`` says why."""
 
 
 def open_connection(ep: Endpoint, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    """A TCP connection to the session's sshd; raises OSError (callers may want the reason)."""
-    return socket.create_connection((ep.host, ep.port), timeout=timeout)
+    """A TCP connection to the session that passed the keyhole, ready for SSH bytes.
 
-
-def connect(ep: Endpoint, timeout: float = CONNECT_TIMEOUT) -> socket.socket | None:
+    Raises StaleEndpoint when the port is not that session's; OSError passes through only for
+    a failure that says nothing about the record (none so far: every failure is the record's).
+    """
+    if endpoint.expired(ep):
+        raise StaleEndpoint("its lease ran out (the session stopped renewing it)")
     try:
-        return open_connection(ep, timeout)
-    except OSError:
-        return None
+        sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
+    except OSError as exc:
+        raise StaleEndpoint(f"{ep.host}:{ep.port}: {exc.strerror or exc}") from exc
+    try:
+        keyhole.prove(sock, ep.secret_bytes(), ep.job_id, keyhole.DEADLINE)
+    except (OSError, keyhole.KeyholeError) as exc:
+        sock.close()
+        raise StaleEndpoint(f"{ep.host}:{ep.port}: {exc}") from exc
+    return sock
 
 
-def connect_first(endpoints: Iterable[Endpoint]) -> socket.socket | None:
+def say_dropped(job_id: str, why: str) -> None:
+    sys.stderr.write(f"interactive-slurm: dropped the stale record of job {job_id} ({why})\n")
+    sys.stderr.flush()
+
+
+def drop(ep: Endpoint, why: str) -> None:
+    if endpoint.discard(ep):
+        say_dropped(ep.job_id, why)
+
+
+def drop_broken(broken: Iterable[Path]) -> None:
+    for path in broken:
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        say_dropped(path.parent.name, "unreadable or from an older version")
+
+
+def connect_first(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, socket.socket] | None:
+    """The first endpoint whose session proves itself; the stale ones met on the way are dropped."""
     for ep in endpoints:
-        sock = connect(ep)
-        if sock is not None:
-            return sock
+        try:
+            return ep, open_connection(ep)
+        except StaleEndpoint as exc:
+            drop(ep, str(exc))
     return None
+
+
+def find_and_connect(
+    kind: str, profile: str, container: str
+) -> tuple[Endpoint, socket.socket] | None:
+    broken: list[Path] = []
+    found = endpoint.find(kind, profile, container, broken=broken)
+    drop_broken(broken)
+    return connect_first(found)
+
+
+def report_end(job_id: str, err: TextIO | None = None) -> None:
+    """After the session side closed: say why, if the job ended (its session left a note)."""
+    note = endpoint.ended_note(job_id)
+    if note:
+        stream = err or sys.stderr
+        stream.write(f"interactive-slurm: session ended: job {job_id} {note}\n")
+        stream.flush()

@@ -9,7 +9,8 @@ State layout::
     state/
       lock                 per-user lock of the proxy's slow path
       hostca/ca, ca.pub    the user's host CA (0600 / 0644)
-      jobs/<jobid>/        one folder per job: endpoint.json (0600)
+      jobs/<jobid>/        one folder per job: endpoint.json (0600, with the keyhole secret),
+                           ended (why the job ended; kept a while after it)
       logs/job-<jobid>.log the job's own log (sbatch --output), never overwritten
       update/              the updater: next-check (its mtime is when the next automatic check
                            is due), check.lock, check.log, held (versions a rollback left),

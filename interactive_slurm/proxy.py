@@ -1,6 +1,7 @@
 """The ProxyCommand: reuse a live session or get one from Slurm, then splice.
 
-fast path: an endpoint of this kind/profile answers a TCP connect -> splice. No Slurm query.
+fast path: an endpoint of this kind/profile whose session passes the keyhole -> splice. No Slurm
+query. A record that fails it is dropped (stale or squatted) and this connect goes on below.
 slow path (per-user lock while deciding): reuse a RUNNING/PENDING job of this kind/profile or
 submit one, re-check so racing proxies end with one job, then wait for the endpoint (cheap stat
 polls; one-RPC Slurm queries with backoff) showing progress on stderr. Nothing but SSH bytes reaches stdout.
@@ -32,10 +33,10 @@ from interactive_slurm.errors import (
     JobEndedError,
     ProxyError,
 )
-from interactive_slurm.fastpath import connect_first, open_connection
+from interactive_slurm.fastpath import StaleEndpoint, find_and_connect, open_connection, report_end
 from interactive_slurm.runner import Runner
 
-UNREACHABLE_GRACE = 30.0  # seconds a published endpoint may refuse before we give up
+UNREACHABLE_GRACE = 30.0  # seconds a new endpoint may fail the keyhole before we give up
 
 
 @dataclass
@@ -52,9 +53,10 @@ class Acquired:
     note: str = ""
 
 
-def fast_path(req: Request) -> socket.socket | None:
-    """A socket to a live session of this kind/profile, from endpoint files alone."""
-    return connect_first(endpoint.find(req.kind, req.profile, req.container))
+def fast_path(req: Request) -> tuple[endpoint.Endpoint, socket.socket] | None:
+    """A keyhole-checked socket to a live session of this kind/profile, from endpoint files
+    alone; stale records met on the way are dropped."""
+    return find_and_connect(req.kind, req.profile, req.container)
 
 
 @contextmanager
@@ -335,11 +337,15 @@ class Waiter:
             )
 
     def _record(self) -> endpoint.Endpoint | None:
+        """The job's record once it exists (a stat first: cheap); corrupt or unsafe is none."""
         try:
             os.stat(paths.endpoint_file(self.job_id))
         except OSError:
             return None
-        return endpoint.read_job(self.job_id)
+        try:
+            return endpoint.read_job(self.job_id)
+        except EndpointError:
+            return None
 
     def _log_stamp(self) -> tuple[int, int] | None:
         try:
@@ -362,18 +368,19 @@ class Waiter:
             if ep is not None:
                 try:
                     sock = open_connection(ep)
-                except OSError as exc:
-                    # Published means sshd answered on the node; from here it does not.
+                except StaleEndpoint as exc:
+                    if endpoint.expired(ep):  # left by an earlier run: the session republishes
+                        endpoint.discard(ep)
+                    # A new record whose session does not prove itself: retried for a while.
                     unreachable_since = unreachable_since or now
-                    if now - unreachable_since > UNREACHABLE_GRACE:
+                    if now - unreachable_since > min(UNREACHABLE_GRACE, self.timeout):
                         self.progress.done()
                         raise ProxyError(
-                            f"job {self.job_id}'s session listens on {ep.host}:{ep.port}, but this "
-                            f"machine cannot connect to it: {exc.strerror or exc}"
+                            f"job {self.job_id}'s session at {ep.host}:{ep.port} does not answer "
+                            f"through its keyhole: {exc}"
                         ) from exc
                 else:
                     self.progress.done()
-                    verify_once(self.runner, ep, sock)
                     return ep, sock
             stamp = self._log_stamp()
             if stamp != log_stamp:
@@ -412,35 +419,6 @@ def failure(job_id: str, tail: int = 16384) -> str:
         return ""
     errors = [line[len("error: "):].strip() for line in text.splitlines() if line.startswith("error: ")]
     return f": {errors[-1][:1000]}" if errors else ""
-
-
-def verify_once(runner: Runner, ep: endpoint.Endpoint, sock: socket.socket) -> None:
-    """Defence in depth for a new endpoint (slow path only): the sshd there has its key.
-
-    The real protection is the client's strict certificate check; this catches a stale or
-    hijacked port early with a clear message. A marker next to the endpoint record remembers a
-    passed check, so each endpoint is scanned once, not once per connection.
-    """
-    from interactive_slurm import hostca
-    from interactive_slurm.fsutil import write_private_atomic
-
-    blob = hostca.key_blob(ep.host_key)
-    marker = paths.job_dir(ep.job_id) / "verified"
-    try:
-        if marker.read_text().strip() == f"{ep.port} {blob}":
-            return
-    except OSError:  # no marker yet: scan
-        pass
-    served = hostca.scan_keys(runner, ep.host, ep.port)
-    # No answer proves nothing (ssh's own check still runs); another key is an impostor.
-    if served and blob not in served:
-        sock.close()
-        raise EndpointError(
-            f"refusing {ep.host}:{ep.port}: the sshd there does not have job {ep.job_id}'s host "
-            "key (another process may hold the port)"
-        )
-    if served:
-        write_private_atomic(marker, f"{ep.port} {blob}\n")
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -513,11 +491,14 @@ def run(
     """The whole ProxyCommand."""
     from interactive_slurm.splice import splice
 
-    sock = fast_path(req)
+    found = fast_path(req)
     initial = b""
-    if sock is None:
-        _, sock, initial = ensure_session(
+    if found is None:
+        ep, sock, initial = ensure_session(
             runner, req, timeout=timeout or cfg.wait_timeout, err=err, watch_fd=stdin_fd
         )
+    else:
+        ep, sock = found
     with sock:
         splice(stdin_fd, stdout_fd, sock, initial)
+    report_end(ep.job_id, err)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -120,18 +122,58 @@ def ensure_known_hosts(runner: Runner) -> str:
     return str(path)
 
 
-def ssh_argv(ep: endpoint.Endpoint, known_hosts: str, extra: Sequence[str] = ()) -> list[str]:
-    """ssh into a session with its certificate checked strictly (never a prompt)."""
-    return [
+def connect_command(job_id: str) -> str:
+    """The ProxyCommand that reaches ``job_id``'s session through its keyhole (this install)."""
+    endpoint.check_job_id(job_id)
+    script = os.path.join(os.path.dirname(sys.executable), "interactive-slurm")
+    if os.path.exists(script):
+        command = f"{shlex.quote(script)} connect {job_id}"
+    else:
+        command = f"{shlex.quote(sys.executable)} -I -m interactive_slurm connect {job_id}"
+    return command.replace("%", "%%")  # ssh expands %-tokens in a ProxyCommand
+
+
+#: ssh options that take a value (``ssh(1)``); the others are flags.
+_SSH_VALUE_OPTIONS = set("BbcDEeFIiJLlmOoPpQRSWw")
+
+
+def split_ssh_options(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Leading ssh options (``-o BatchMode=yes -t``) and the command after them."""
+    args = list(args)
+    options: list[str] = []
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        options.append(arg)
+        if len(arg) == 2 and arg[1] in _SSH_VALUE_OPTIONS and args:
+            options.append(args.pop(0))
+    return options, args
+
+
+def ssh_argv(
+    ep: endpoint.Endpoint, known_hosts: str, command: Sequence[str] = (),
+    options: Sequence[str] = (),
+) -> list[str]:
+    """ssh into a session through its keyhole, its certificate checked strictly (no prompt).
+
+    ``command`` (after ``--``) is quoted for the remote shell, argument by argument: ssh itself
+    would join the arguments with spaces and let the remote shell split them again.
+    """
+    argv = [
         "ssh",
+        "-o", f"ProxyCommand={connect_command(ep.job_id)}",
         "-o", f"HostKeyAlias={hostca.job_alias(ep.job_id)}",
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "CheckHostIP=no",
-        "-p", str(ep.port),
-        *extra,
+        *options,
+        "--",
         ep.host,
     ]
+    if command:
+        argv.append(shlex.join(command))
+    return argv
 
 
 def pick_endpoint(job_id: str | None) -> endpoint.Endpoint:

@@ -46,9 +46,9 @@ def run() -> list[str]:
     from interactive_slurm import session
 
     session.render_sshd_config(
-        job_id="0", kind="cpu", user="self-check", port=2222,
+        job_id="0", kind="cpu", user="self-check",
         host_key=Path("/nonexistent/host_key"), host_cert=Path("/nonexistent/host_key-cert.pub"),
-        pid_file=Path("/nonexistent/sshd.pid"), env={},
+        env={},
     )
     done.append("session: sshd_config (dry run)")
     return done

@@ -1,18 +1,26 @@
-"""The compute-node side: an unprivileged sshd for this job, published once it answers.
+"""The compute-node side: this job's keyhole and an ``sshd -i`` per proven connection.
 
 temp dir (0700) -> fresh ed25519 host key + certificate from the user's host CA -> sshd_config
--> ``sshd -D`` on a random free port (another on a bind collision) -> readiness (our own connect
-reads the ``SSH-2.0-`` banner) -> publish the endpoint -> wait. On SIGTERM/SIGINT/SIGHUP, or when
-sshd dies: remove the endpoint, stop sshd, remove the temp dir.
+(checked with ``sshd -t``) -> the session binds a random port itself, IPv4 and IPv6 (hard binds:
+any failed bind means another port) -> publish the endpoint with a fresh keyhole secret -> one
+single-threaded loop: accept, send the keyhole HELLO, and hand a connection that proves the
+secret to ``sshd -i`` (see :mod:`keyhole`); unproven ones are closed at their deadline and the
+oldest is dropped beyond :data:`MAX_PENDING`. The record's mtime is renewed every
+``endpoint.RENEW_SECONDS`` (its lease). On SIGTERM/SIGINT/SIGHUP: leave an ``ended`` note with
+the reason, remove the record, stop the ``sshd -i`` children, remove the temp dir.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import getpass
 import os
 import pwd
 import random
 import re
+import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -26,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from interactive_slurm import __version__, containers, endpoint, hostca, paths
+from interactive_slurm import __version__, containers, endpoint, hostca, keyhole, paths
 from interactive_slurm.errors import CommandError, SessionError
 from interactive_slurm.imagecache import ImageCache
-from interactive_slurm.runner import Runner, spawn
+from interactive_slurm.runner import Runner, describe
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Environment passed into ssh sessions: the job's view of itself and its devices.
@@ -37,8 +45,14 @@ ENV_PREFIXES = ("SLURM_", "INTERACTIVE_SLURM_")
 ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "TMPDIR")
 _ENV_VALUE_RE = re.compile(r"^[^\"\\\n\r\x00]*\Z", re.ASCII)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
-PORT_ATTEMPTS = 10
-READY_TIMEOUT = 15.0
+PORT_ATTEMPTS = 20
+BACKLOG = 512
+#: Connections that have not proven the secret yet, at most; beyond, the oldest is dropped.
+MAX_PENDING = 1024
+#: ``sshd -i`` exiting non-zero within this many seconds of its start counts as a failed start;
+#: this many failed starts in a row end the session (a broken sshd or config).
+STARTUP_SECONDS = 2.0
+MAX_FAILED_STARTS = 5
 
 
 @dataclass(frozen=True)
@@ -70,22 +84,31 @@ def setenv_line(env: Mapping[str, str]) -> str:
 
 
 def render_sshd_config(
-    *, job_id: str, kind: str, user: str, port: int, host_key: Path, host_cert: Path,
-    pid_file: Path, env: Mapping[str, str], extra: str = "",
+    *, job_id: str, kind: str, user: str, host_key: Path, host_cert: Path,
+    env: Mapping[str, str], extra: str = "",
 ) -> str:
-    for value in (user, str(host_key), str(host_cert), str(pid_file)):
+    for value in (user, str(host_key), str(host_cert)):
         if any(c.isspace() or c in "\"'\\#" for c in value):
             raise SessionError(f"cannot put {value!r} in sshd_config: it has spaces or quotes")
     template = string.Template((TEMPLATES / "sshd_config").read_text())
     return template.substitute(
-        version=__version__, job_id=job_id, kind=kind, user=user, port=port,
-        host_key=host_key, host_cert=host_cert, pid_file=pid_file,
+        version=__version__, job_id=job_id, kind=kind, user=user,
+        host_key=host_key, host_cert=host_cert,
         setenv=setenv_line(env), extra=extra,
     )
 
 
+PORTS_ENV = "INTERACTIVE_SLURM_PORTS"
+
+
 def port_range() -> tuple[int, int]:
-    """Ports below the kernel's ephemeral range, so outgoing connections never hold ours."""
+    """Ports below the kernel's ephemeral range, so outgoing connections never hold ours;
+    ``INTERACTIVE_SLURM_PORTS=LOW-HIGH`` (in the job's environment) narrows it, e.g. to what a
+    firewall lets through."""
+    value = os.environ.get(PORTS_ENV, "")
+    low_text, _, high_text = value.partition("-")
+    if low_text.isdigit() and high_text.isdigit() and 1024 <= int(low_text) <= int(high_text) < 65536:
+        return int(low_text), int(high_text)
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -98,27 +121,98 @@ def pick_port(rng: random.Random) -> int:
     return rng.randint(low, high)
 
 
-def read_banner(host: str, port: int, timeout: float = 2.0) -> bytes:
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        data = b""
-        while b"\n" not in data and len(data) < 256:
-            chunk = sock.recv(256)
-            if not chunk:
-                break
-            data += chunk
-        return data
+def bind_listeners(port: int) -> list[socket.socket]:
+    """Listening sockets on ``0.0.0.0:port`` and ``[::]:port`` (IPv6 only, no dual stack).
+
+    Hard binds: OSError when either family's bind fails, so a neighbour holding the port on one
+    family never leaves us serving the other. IPv6 is skipped only where the node has none.
+    """
+    socks: list[socket.socket] = []
+    try:
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        socks.append(s4)
+        s4.bind(("0.0.0.0", port))  # noqa: S104 - the login node connects from anywhere
+        s4.listen(BACKLOG)
+        try:
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno == errno.EAFNOSUPPORT:
+                return socks
+            raise
+        socks.append(s6)
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s6.bind(("::", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                s6.close()
+                socks.remove(s6)
+                return socks
+            raise
+        s6.listen(BACKLOG)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    for sock in socks:
+        sock.setblocking(False)
+    return socks
+
+
+_STATE_RE = re.compile(r"\bJobState=([A-Z_]+)")
+_REASONS = {
+    "CANCELLED": "was cancelled",
+    "TIMEOUT": "reached its time limit",
+    "DEADLINE": "reached its deadline",
+    "PREEMPTED": "was preempted",
+    "NODE_FAIL": "ended: its node failed",
+    "OUT_OF_MEMORY": "ran out of memory",
+}
+
+
+def end_reason(scontrol_output: str, *, now: float, started: float, time_limit: int) -> str:
+    """Why the job is ending, from ``scontrol show job -o`` (Slurm sends SIGTERM for both a
+    cancel and the time limit); without a state, the time limit decides."""
+    match = _STATE_RE.search(scontrol_output)
+    if match and match.group(1) in _REASONS:
+        return _REASONS[match.group(1)]
+    if match and match.group(1) not in ("RUNNING", "COMPLETING", "PENDING"):
+        return f"ended ({match.group(1)})"
+    if now >= started + time_limit - 60:
+        return "reached its time limit"
+    return "was cancelled"
+
+
+class _Pending:
+    __slots__ = ("deadline", "gate", "sock")
+
+    def __init__(self, sock: socket.socket, gate: keyhole.Gate, deadline: float) -> None:
+        self.sock, self.gate, self.deadline = sock, gate, deadline
+
+
+class _Child:
+    __slots__ = ("proc", "sock", "started")
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, started: float) -> None:
+        self.proc, self.sock, self.started = proc, sock, started
 
 
 class Session:
-    """One running session; :meth:`run` blocks until the job ends or sshd dies."""
+    """One running session; :meth:`run` blocks until the job ends (or sshd cannot start)."""
 
     def __init__(self, runner: Runner, spec: SessionSpec, log: TextIO = sys.stderr) -> None:
         self.runner, self.spec, self.log = runner, spec, log
         self.tmp: Path | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.cfg: Path | None = None
+        self.listeners: list[socket.socket] = []
         self.port = 0
-        self.published = False
+        self.secret = keyhole.new_secret()
+        self.record: endpoint.Endpoint | None = None
+        self.pending: dict[int, _Pending] = {}  # insertion order: oldest first
+        self.children: dict[int, _Child] = {}
+        self.failed_starts = 0
         self.started = time.monotonic()
+        self.wall_start = time.time()
         self.container: containers.Container | None = None
 
     def say(self, message: str) -> None:
@@ -144,6 +238,8 @@ class Session:
     def prepare(self) -> tuple[Path, Path]:
         self.check_ptys()
         paths.ensure_private_dir(paths.job_dir(self.spec.job_id))
+        with contextlib.suppress(FileNotFoundError):  # a note from an earlier run of this job
+            (paths.job_dir(self.spec.job_id) / endpoint.ENDED_NOTE).unlink()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"interactive-slurm-{self.spec.job_id}-"))
         key = self.tmp / "host_ed25519_key"
         self.runner.run([
@@ -156,13 +252,12 @@ class Session:
         )
         return key, cert
 
-    def write_config(self, key: Path, cert: Path, port: int, extra: str) -> Path:
+    def write_config(self, key: Path, cert: Path, extra: str) -> Path:
         assert self.tmp is not None
         cfg = self.tmp / "sshd_config"
         cfg.write_text(render_sshd_config(
-            job_id=self.spec.job_id, kind=self.spec.kind, user=getpass.getuser(), port=port,
-            host_key=key, host_cert=cert, pid_file=self.tmp / "sshd.pid",
-            env=forwarded_env(os.environ), extra=extra,
+            job_id=self.spec.job_id, kind=self.spec.kind, user=getpass.getuser(),
+            host_key=key, host_cert=cert, env=forwarded_env(os.environ), extra=extra,
         ))
         os.chmod(cfg, 0o600)
         return cfg
@@ -190,127 +285,278 @@ class Session:
         )
         containers.record(paths.job_dir(self.spec.job_id), self.container)
 
-    def penalties_option(self, key: Path, cert: Path) -> str:
-        """``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections."""
-        cfg = self.write_config(key, cert, 22, "PerSourcePenalties no")
-        check = self.runner.run(self.sshd_argv("-t", "-f", str(cfg)), check=False)
-        return "PerSourcePenalties no" if check.returncode == 0 else ""
-
-    def start_sshd(self, key: Path, cert: Path) -> None:
+    def configure(self, key: Path, cert: Path) -> None:
+        """Write sshd_config and check it with ``sshd -t`` (which also loads the host key and
+        certificate): every connection's ``sshd -i`` uses this file."""
         assert self.tmp is not None
         if self.spec.container:
             self.start_container()
-        extra = self.penalties_option(key, cert)
+        # ``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections.
+        self.cfg = self.write_config(key, cert, "PerSourcePenalties no")
+        if self.runner.run(self.sshd_argv("-t", "-f", str(self.cfg)), check=False).returncode:
+            self.cfg = self.write_config(key, cert, "")
+            check = self.runner.run(self.sshd_argv("-t", "-f", str(self.cfg)), check=False)
+            if check.returncode:
+                raise SessionError(f"{describe(self.sshd_argv('-t'))} refuses this job's "
+                                   f"sshd_config: {check.stderr.strip()[-500:] or 'no output'}")
+
+    def listen(self) -> None:
         rng = random.SystemRandom()
+        low, high = port_range()
+        tried: set[int] = set()
         errors = []
-        for _attempt in range(PORT_ATTEMPTS):
+        while len(tried) < min(PORT_ATTEMPTS, high - low + 1):
             port = pick_port(rng)
-            cfg = self.write_config(key, cert, port, extra)
-            log = self.tmp / "sshd.log"
-            log.write_text("")
-            argv = self.sshd_argv("-D", "-f", str(cfg), "-E", str(log))
-            self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            if self.wait_ready(port, log):
-                self.port = port
-                self.check_certified(cert)
-                return
-            text = log.read_text(errors="replace")
-            errors.append(f"port {port}: {text.strip()[-300:] or 'no log'}")
-            self.stop_sshd()
-            if "Address already in use" not in text and "Bind to port" not in text:
-                break
-        raise SessionError("sshd did not start: " + "; ".join(errors))
-
-    def wait_ready(self, port: int, log: Path) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if "Bind to port" in log.read_text(errors="replace"):
-                # sshd keeps running when only one address family is taken; another
-                # process holds the port on the other one, so this port is no good.
-                return False
+            if port in tried:
+                continue
+            tried.add(port)
             try:
-                if read_banner("127.0.0.1", port, timeout=0.5).startswith(b"SSH-2.0-"):
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        return False
+                self.listeners = bind_listeners(port)
+            except OSError as exc:
+                errors.append(f"{port}: {exc.strerror or exc}")
+                continue
+            self.port = port
+            return
+        raise SessionError("no free port for the session (tried " + ", ".join(errors) + ")")
 
-    def check_certified(self, cert: Path) -> None:
-        """Publish only once the sshd on our port serves our certified key."""
-        served = hostca.scan_keys(self.runner, "127.0.0.1", self.port, certs=True)
-        if hostca.key_blob(cert.read_text()) not in served:
+    def publish(self, key: Path | None = None) -> None:
+        if self.record is None:
+            assert key is not None
+            self.record = endpoint.Endpoint(
+                job_id=self.spec.job_id, kind=self.spec.kind, profile=self.spec.profile,
+                host=socket.gethostname(), port=self.port,
+                host_key=key.with_suffix(".pub").read_text().strip(),
+                session_pid=os.getpid(), started_at=time.time(), container=self.spec.container,
+                secret=self.secret.hex(),
+            )
+        path = endpoint.publish(self.record)
+        self.say(f"ready in {time.monotonic() - self.started:.2f} s: session pid {os.getpid()} "
+                 f"listening on {self.record.host}:{self.port}; endpoint {path}")
+
+    def renew(self) -> None:
+        """Renew the lease (the record's mtime); republish a record a proxy dropped as stale."""
+        try:
+            os.utime(paths.endpoint_file(self.spec.job_id))
+        except FileNotFoundError:
+            self.say("the endpoint record was removed (a proxy found it stale?); publishing it "
+                     "again")
+            self.publish()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def accept(self, sel: selectors.BaseSelector, listener: socket.socket) -> None:
+        for _ in range(64):  # bounded, so a flood cannot keep the loop from anything else
+            try:
+                conn, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: drop the oldest unproven connection
+                self.say(f"accept failed: {exc}")
+                if self.pending:
+                    self.drop(sel, next(iter(self.pending)))
+                return
+            conn.setblocking(False)
+            gate = keyhole.Gate(self.secret, self.spec.job_id)
+            try:
+                conn.send(gate.hello)
+            except OSError:
+                conn.close()
+                continue
+            while len(self.pending) >= MAX_PENDING:
+                self.drop(sel, next(iter(self.pending)))
+            fd = conn.fileno()
+            self.pending[fd] = _Pending(conn, gate, time.monotonic() + keyhole.DEADLINE)
+            sel.register(conn, selectors.EVENT_READ, "pending")
+
+    def drop(self, sel: selectors.BaseSelector, fd: int) -> None:
+        item = self.pending.pop(fd)
+        sel.unregister(item.sock)
+        item.sock.close()
+
+    def readable(self, sel: selectors.BaseSelector, fd: int) -> None:
+        item = self.pending[fd]
+        try:
+            data = item.sock.recv(keyhole.PROOF_SIZE + 1)
+            answer = item.gate.feed(data) if data else None
+        except (OSError, keyhole.KeyholeError):
+            data, answer = b"", None
+        if not data:
+            self.drop(sel, fd)
+            return
+        if answer is None:
+            return
+        self.pending.pop(fd)
+        sel.unregister(item.sock)
+        try:
+            if item.sock.send(answer) != len(answer):
+                raise OSError("short send")
+        except OSError:
+            item.sock.close()
+            return
+        self.hand_to_sshd(item.sock)
+
+    def hand_to_sshd(self, sock: socket.socket) -> None:
+        """``sshd -i`` owns the connection from here; we keep our copy of the socket until it
+        exits, so the proxy sees the connection close only after an ``ended`` note is written."""
+        assert self.tmp is not None and self.cfg is not None
+        sock.setblocking(True)
+        fd = sock.fileno()
+        argv = self.sshd_argv("-i", "-f", str(self.cfg), "-E", str(self.tmp / "sshd.log"))
+        try:
+            proc = subprocess.Popen(argv, stdin=fd, stdout=fd, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            self.say(f"could not start {describe(argv)}: {exc}")
+            sock.close()
+            self.failed_start()
+            return
+        self.children[proc.pid] = _Child(proc, sock, time.monotonic())
+
+    def failed_start(self) -> None:
+        self.failed_starts += 1
+        if self.failed_starts >= MAX_FAILED_STARTS:
+            assert self.tmp is not None
+            try:
+                log = (self.tmp / "sshd.log").read_text(errors="replace").strip()
+            except OSError:
+                log = "(sshd wrote no log)"
             raise SessionError(
-                f"the sshd on port {self.port} does not serve this job's host certificate"
+                f"sshd -i failed at startup {self.failed_starts} times in a row; giving up. "
+                f"Its last log lines:\n{log[-2000:]}"
             )
 
-    def publish(self, key: Path) -> None:
-        assert self.proc is not None
-        ep = endpoint.Endpoint(
-            job_id=self.spec.job_id, kind=self.spec.kind, profile=self.spec.profile,
-            host=socket.gethostname(), port=self.port,
-            host_key=key.with_suffix(".pub").read_text().strip(),
-            sshd_pid=self.proc.pid, started_at=time.time(), container=self.spec.container,
-        )
-        path = endpoint.publish(ep)
-        self.published = True
-        self.say(f"ready in {time.monotonic() - self.started:.2f} s: sshd pid {self.proc.pid} on "
-                 f"{ep.host}:{ep.port}; endpoint {path}")
+    def reap(self) -> None:
+        for pid, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            del self.children[pid]
+            child.sock.close()
+            if code != 0 and time.monotonic() - child.started < STARTUP_SECONDS:
+                self.failed_start()
+            else:
+                self.failed_starts = 0
 
-    def wait(self) -> int:
-        """Block until a stop signal or sshd's exit; return the session's exit status."""
-        assert self.proc is not None and self.tmp is not None
+    def serve(self) -> int:
+        """The loop; returns the session's exit status once a stop signal arrives."""
         stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-        watched = stops | {signal.SIGCHLD}
-        signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        for handled in (*stops, signal.SIGCHLD):
+            signal.signal(handled, lambda *_: None)
+        sel = selectors.DefaultSelector()
         try:
+            for listener in self.listeners:
+                sel.register(listener, selectors.EVENT_READ, "listen")
+            sel.register(rfd, selectors.EVENT_READ, "signal")
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+            next_renew = time.monotonic() + endpoint.RENEW_SECONDS
             while True:
-                if self.proc.poll() is not None:
-                    log = (self.tmp / "sshd.log").read_text(errors="replace").strip()
-                    self.say(f"sshd exited unexpectedly (status {self.proc.returncode}); "
-                             f"its last log lines:\n{log[-2000:]}")
-                    return 1
-                info = signal.sigtimedwait(watched, 60)
-                if info is not None and info.si_signo in stops:
-                    self.say(f"got {signal.Signals(info.si_signo).name}; stopping")
-                    return 0
+                now = time.monotonic()
+                wake = next_renew
+                if self.pending:
+                    wake = min(wake, next(iter(self.pending.values())).deadline)
+                for key, _events in sel.select(max(0.0, wake - now)):
+                    if key.data == "listen":
+                        self.accept(sel, key.fileobj)  # type: ignore[arg-type]
+                    elif key.data == "signal":
+                        for signum in os.read(rfd, 256):
+                            if signum in stops:
+                                self.say(f"got {signal.Signals(signum).name}; stopping")
+                                self.leave_note(signum)
+                                return 0
+                    elif key.fd in self.pending:
+                        self.readable(sel, key.fd)
+                self.reap()
+                now = time.monotonic()
+                while self.pending:  # deadlines only grow with insertion order
+                    fd, item = next(iter(self.pending.items()))
+                    if item.deadline > now:
+                        break
+                    self.drop(sel, fd)
+                if now >= next_renew:
+                    self.renew()
+                    next_renew = now + endpoint.RENEW_SECONDS
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
+            signal.set_wakeup_fd(old_wakeup)
+            sel.close()
+            os.close(rfd)
+            os.close(wfd)
 
-    def stop_sshd(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def leave_note(self, signum: int) -> None:
+        """Write why the job ends where proxies look (before their connections close)."""
+        if signum == signal.SIGTERM:
+            result = self.runner.run(
+                ["scontrol", "show", "job", "-o", self.spec.job_id], check=False, timeout=3
+            ) if self.spec.job_id else None
+            reason = end_reason(result.stdout if result else "", now=time.time(),
+                                started=self.wall_start, time_limit=self.spec.valid_for)
+        else:
+            reason = f"was stopped ({signal.Signals(signum).name})"
+        self.write_note(reason)
+
+    def write_note(self, reason: str) -> None:
+        from interactive_slurm.fsutil import write_private_atomic
+
+        with contextlib.suppress(OSError):
+            write_private_atomic(paths.job_dir(self.spec.job_id) / endpoint.ENDED_NOTE,
+                                 reason + "\n")
+
+    def stop_children(self) -> None:
+        for child in self.children.values():
+            with contextlib.suppress(OSError):
+                child.proc.terminate()
+        deadline = time.monotonic() + 3
+        for child in self.children.values():
+            try:
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+            child.sock.close()
+        self.children.clear()
+        for item in self.pending.values():
+            item.sock.close()
+        self.pending.clear()
+        for listener in self.listeners:
+            listener.close()
 
     def cleanup(self) -> None:
         endpoint.remove(self.spec.job_id)
-        self.stop_sshd()
+        self.stop_children()
         if self.container is not None:
             self.container.cleanup(self.runner)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
-        shutil.rmtree(paths.job_dir(self.spec.job_id), ignore_errors=True)
 
     def run(self) -> int:
-        # Block stop signals while starting so cleanup always runs; wait() takes them.
+        # Block stop signals while starting so cleanup always runs; serve() takes them.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        raise_fd_limit()
         try:
             key, cert = self.prepare()
-            self.start_sshd(key, cert)
+            self.configure(key, cert)
+            self.listen()
             self.publish(key)
-            return self.wait()
+            return self.serve()
+        except SessionError as exc:
+            self.say(f"error: {exc}")
+            self.write_note(f"stopped: {str(exc).splitlines()[0]} (see {paths.job_log(self.spec.job_id)})")
+            raise
         except CommandError as exc:
             raise SessionError(str(exc)) from exc
         finally:
             self.cleanup()
+
+
+def raise_fd_limit() -> None:
+    """Room for MAX_PENDING unproven connections next to the served ones."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
 
 
 def spec_from_env(

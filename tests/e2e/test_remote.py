@@ -21,7 +21,7 @@ def test_list_shows_the_session_with_its_endpoint(harness: Harness) -> None:
 def test_ssh_from_the_login_node_into_a_session(harness: Harness) -> None:
     job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     result = harness.run([str(REMOTE), "ssh", job, "-o", "BatchMode=yes", "--",
-                          "echo", "in", "$SLURM_JOB_ID"], check=True)
+                          "sh", "-c", "echo in $SLURM_JOB_ID"], check=True)
     assert result.stdout.strip() == f"in {job}"
 
 
@@ -44,7 +44,7 @@ def test_cancel_by_kind_and_refusal_of_foreign_jobs(harness: Harness) -> None:
 def test_gpuswap_from_inside_a_cpu_session(harness: Harness) -> None:
     cpu = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     out = harness.ssh(
-        "slurm-cpu", f"{REMOTE} gpuswap -- echo GPU job '$SLURM_JOB_ID' sees '$CUDA_VISIBLE_DEVICES'"
+        "slurm-cpu", f"{REMOTE} gpuswap -- sh -c 'echo GPU job $SLURM_JOB_ID sees $CUDA_VISIBLE_DEVICES'"
     ).stdout
     gpu_jobs = [j["id"] for j in my_jobs() if j["name"] == "vscode-remote-gpu"]
     assert len(gpu_jobs) == 1

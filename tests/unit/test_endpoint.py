@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from interactive_slurm import endpoint, paths
 from interactive_slurm.endpoint import Endpoint
 from interactive_slurm.errors import EndpointError
 
+SECRET = "5e" * 32
+
 
 def make(job_id: str = "42", **changes: Any) -> Endpoint:
     values: dict[str, Any] = {
         "job_id": job_id, "kind": "cpu", "profile": "default", "host": "node01", "port": 23456,
         "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64Key interactive-slurm job 42",
-        "sshd_pid": 4321, "started_at": 1700000000.5,
+        "session_pid": 4321, "started_at": 1700000000.5, "secret": SECRET,
     }
     values.update(changes)
     return Endpoint(**values)
@@ -56,8 +59,8 @@ def test_to_json_is_plain_sorted_json() -> None:
     assert data == {
         "container": "img", "host": "node01",
         "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64Key interactive-slurm job 42",
-        "job_id": "42", "kind": "cpu", "port": 23456, "profile": "default", "sshd_pid": 4321,
-        "started_at": 1700000000.5, "version": 1,
+        "job_id": "42", "kind": "cpu", "port": 23456, "profile": "default",
+        "secret": SECRET, "session_pid": 4321, "started_at": 1700000000.5, "version": 2,
     }
 
 
@@ -91,10 +94,14 @@ def record(**changes: Any) -> str:
         (record(host=KeyError), "host = None: expected str"),
         (record(port="22"), "port = '22': expected int"),
         (record(port=22.0), "port = 22.0: expected int"),
-        (record(sshd_pid=True), "sshd_pid = True: expected int"),
+        (record(session_pid=True), "session_pid = True: expected int"),
+        (record(secret=KeyError), "secret = None: expected str"),
+        (record(secret="ab" * 31), "secret: expected 64 hex digits"),
+        (record(secret="AB" * 32), "secret: expected 64 hex digits"),
         (record(started_at="now"), "started_at = 'now': expected float"),
         (record(job_id=42), "job_id = 42: expected str"),
-        (record(version=2), "version 2 is not 1"),
+        (record(version=1), "version 1 is not 2"),
+        (record(version=KeyError), "version None is not 2"),
         (record(port=0), "port = 0: out of range"),
         (record(port=65536), "port = 65536: out of range"),
         (record(job_id="43"), "job_id = '43': does not match its folder"),
@@ -186,10 +193,44 @@ def test_check_job_id() -> None:
 
 def test_prune_removes_only_records_of_jobs_that_left_the_queue(home: Path) -> None:
     for job_id in ("11", "12"):
-        endpoint.publish(endpoint.Endpoint(
-            job_id=job_id, kind="cpu", profile="default", host="n1", port=2222,
-            host_key="ssh-ed25519 AAAA", sshd_pid=1, started_at=1.0,
-        ))
+        endpoint.publish(make(job_id))
+    paths.ensure_private_dir(paths.job_dir("13"))  # a folder left without a record
+    paths.ensure_private_dir(paths.job_dir("14"))  # a job that ended moments ago, with its note
+    (paths.job_dir("14") / endpoint.ENDED_NOTE).write_text("was cancelled\n")
     assert endpoint.prune({"12", "99"}) == ["11"]
     assert not (home / "state" / "jobs" / "11").exists()
+    assert not (home / "state" / "jobs" / "13").exists()
+    assert endpoint.ended_note("14") == "was cancelled"  # kept for the proxies it ended
     assert endpoint.read_job("12") is not None
+    old = time.time() - endpoint.ENDED_KEEP_SECONDS - 1
+    os.utime(paths.job_dir("14") / endpoint.ENDED_NOTE, (old, old))
+    endpoint.prune({"12"})
+    assert not (home / "state" / "jobs" / "14").exists()
+
+
+def test_find_reports_our_broken_records_and_discard_keeps_a_newer_file() -> None:
+    endpoint.publish(make("1"))
+    old = paths.endpoint_file("2")
+    paths.ensure_private_dir(old.parent)
+    old.write_text(json.dumps({**json.loads(make("2").to_json()), "version": 1}))
+    os.chmod(old, 0o600)
+    broken: list[Path] = []
+    [ep] = endpoint.find(broken=broken)
+    assert broken == [old]
+    assert ep.identity is not None and not endpoint.expired(ep)
+    endpoint.publish(make("1", port=9999))  # the session republished meanwhile (a new file)
+    assert endpoint.discard(ep) is False
+    assert endpoint.read_job("1") == make("1", port=9999)
+    fresh = endpoint.read_job("1")
+    assert fresh is not None and endpoint.discard(fresh) is True
+    assert endpoint.read_job("1") is None
+
+
+def test_a_record_not_renewed_within_the_lease_is_expired() -> None:
+    path = endpoint.publish(make())
+    ep = endpoint.read(path)
+    assert not endpoint.expired(ep)
+    assert endpoint.expired(ep, now=time.time() + endpoint.LEASE_SECONDS + 1)
+    stale = time.time() - endpoint.LEASE_SECONDS - 1
+    os.utime(path, (stale, stale))
+    assert endpoint.expired(endpoint.read(path))

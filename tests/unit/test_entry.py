@@ -41,6 +41,19 @@ def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_fast_path_import_budget() -> None:
+    """The reuse path (records, keyhole, splice) imports none of the heavy modules."""
+    code = (
+        "import sys; from interactive_slurm import entry, splice;"
+        "entry.fast_socket('cpu', 'default', '');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'dataclasses',"
+        " 'typing', 'inspect', 'asyncio', 'git', 'asyncssh')))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_live_session_falls_through_to_the_full_cli(capsys: pytest.CaptureFixture[str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["interactive-slurm", "proxy", "cpu", "--profile", "../x"])

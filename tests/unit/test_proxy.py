@@ -6,6 +6,8 @@ import io
 import os
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -13,10 +15,11 @@ from typing import Any, Callable
 import pytest
 
 from interactive_slurm import endpoint, paths, profiles, proxy, slurm
-from interactive_slurm.errors import ConfigError, EndpointError, JobEndedError, ProxyError
+from interactive_slurm.errors import ConfigError, JobEndedError, ProxyError
 from interactive_slurm.proxy import Progress, Request
 from interactive_slurm.slurm import Job
 
+from . import keyholes
 from .fakes import FakeRunner, fail, ok
 
 DEFAULT_CPU_COMMENT = slurm.build_comment(
@@ -294,51 +297,59 @@ def listener() -> Iterator[socket.socket]:
         yield server
 
 
+SECRET = bytes(range(32))
+
+
 def published(listener: socket.socket, host_key: str = "ssh-ed25519 AAAAjob5key") -> endpoint.Endpoint:
     ep = endpoint.Endpoint(
         job_id="5", kind="cpu", profile="default", host="127.0.0.1",
-        port=listener.getsockname()[1], host_key=host_key, sshd_pid=1, started_at=1.0,
+        port=listener.getsockname()[1], host_key=host_key, session_pid=1, started_at=1.0,
+        secret=SECRET.hex(),
     )
     endpoint.publish(ep)
     return ep
 
 
-def test_waiter_connects_to_a_published_endpoint_without_asking_slurm(
+def test_waiter_connects_through_the_keyhole_without_asking_slurm(
     listener: socket.socket,
 ) -> None:
     ep = published(listener)
-    port = listener.getsockname()[1]
-    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAjob5key\n")})
+    thread = keyholes.serve_once(listener, SECRET, "5")
+    runner = FakeRunner({})
     found, sock = waiter(runner).wait()
     with sock:
         assert found == ep
         assert sock.getpeername() == listener.getsockname()
-    # Only the one-time key check ran: no squeue.
-    assert runner.argvs("ssh-keyscan") == [
-        ("ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port), "127.0.0.1")
-    ]
+        sock.settimeout(10)
+        assert sock.recv(100) == b"SSH-2.0-test\r\n"  # the keyhole's bytes are gone
+    thread.join(10)
+    assert runner.programs() == []  # no squeue, no ssh-keyscan
 
 
-def test_waiter_refuses_an_sshd_without_the_jobs_host_key(listener: socket.socket) -> None:
+def test_waiter_gives_up_on_a_new_record_whose_port_fails_the_keyhole(
+    listener: socket.socket,
+) -> None:
     published(listener)
+
+    def impostor() -> None:  # an sshd banner where the session's HELLO should be
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 impostor\r\n")
+
+    threading.Thread(target=impostor, daemon=True).start()
+    runner = FakeRunner({"squeue": squeue(job("5", "RUNNING", nodes="n1"))})
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, step=10.0).wait()
     port = listener.getsockname()[1]
-    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAimpostor\n")})
-    with pytest.raises(EndpointError) as info:
-        waiter(runner).wait()
     assert str(info.value) == (
-        f"refusing 127.0.0.1:{port}: the sshd there does not have job 5's host key "
-        "(another process may hold the port)"
+        f"job 5's session at 127.0.0.1:{port} does not answer through its keyhole: "
+        f"127.0.0.1:{port}: the port does not answer like an interactive-slurm session"
     )
-    assert runner.programs() == ["ssh-keyscan"]
-
-
-def test_verify_once_closes_the_socket_it_refuses(listener: socket.socket) -> None:
-    ep = published(listener)
-    sock = socket.create_connection(listener.getsockname()[:2], timeout=10)
-    runner = FakeRunner({"ssh-keyscan": ok("[127.0.0.1]:1 ssh-ed25519 AAAAother\n")})
-    with pytest.raises(EndpointError):
-        proxy.verify_once(runner, ep, sock)
-    assert sock.fileno() == -1
+    assert endpoint.read_job("5") is not None  # a fresh record is not dropped
 
 
 def test_waiter_buffers_client_bytes_and_aborts_when_the_client_leaves() -> None:
@@ -412,32 +423,43 @@ def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> 
         port = s.getsockname()[1]
     endpoint.publish(endpoint.Endpoint(
         job_id="5", kind="cpu", profile="default", host="127.0.0.1", port=port,
-        host_key="ssh-ed25519 AAAA", sshd_pid=1, started_at=1.0,
+        host_key="ssh-ed25519 AAAA", session_pid=1, started_at=1.0, secret=SECRET.hex(),
     ))
     runner = FakeRunner({"scontrol": scontrol(job("5", "RUNNING"))})
     with pytest.raises(ProxyError) as info:
         waiter(runner, step=10.0).wait()
     assert str(info.value) == (
-        f"job 5's session listens on 127.0.0.1:{port}, but this machine cannot connect to it: "
-        "Connection refused"
+        f"job 5's session at 127.0.0.1:{port} does not answer through its keyhole: "
+        f"127.0.0.1:{port}: Connection refused"
     )
 
 
-def test_verify_once_scans_each_endpoint_once(listener: socket.socket) -> None:
-    ep = published(listener)
-    port = listener.getsockname()[1]
-    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAjob5key\n")})
-    for _ in range(3):
-        with socket.create_connection(listener.getsockname()[:2], timeout=10) as sock:
-            proxy.verify_once(runner, ep, sock)
-    assert len(runner.argvs("ssh-keyscan")) == 1
-    marker = paths.job_dir("5") / "verified"
-    assert marker.stat().st_mode & 0o777 == 0o600
-    # A marker for another port or key (an earlier sshd of the job) does not count.
-    marker.write_text("1 AAAAold\n")
-    with socket.create_connection(listener.getsockname()[:2], timeout=10) as sock:
-        proxy.verify_once(runner, ep, sock)
-    assert len(runner.argvs("ssh-keyscan")) == 2
+def test_fast_path_drops_stale_records_and_keeps_the_live_one(
+    listener: socket.socket, capsys: pytest.CaptureFixture[str],
+) -> None:
+    live = published(listener)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    dead = endpoint.publish(live.replace(job_id="6", port=dead_port, started_at=9.0))
+    expired = endpoint.publish(live.replace(job_id="7", started_at=8.0))
+    old = time.time() - endpoint.LEASE_SECONDS - 5
+    os.utime(expired, (old, old))
+    thread = keyholes.serve_once(listener, SECRET, "5")
+    found = proxy.fast_path(Request("cpu", "default"))
+    assert found is not None
+    ep, sock = found
+    sock.close()
+    thread.join(10)
+    assert ep == live
+    assert not dead.exists() and not expired.exists()
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"interactive-slurm: dropped the stale record of job 6 (127.0.0.1:{dead_port}: "
+        "Connection refused)",
+        "interactive-slurm: dropped the stale record of job 7 (its lease ran out (the session "
+        "stopped renewing it))",
+    ]
 
 
 # ------------------------------------------------------------------- fewer RPCs, faults
@@ -586,9 +608,8 @@ def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
     """No 250 ms steps: the loop polls a few ms apart once the job has started."""
     import threading
 
-    port = listener.getsockname()[1]
-    runner = FakeRunner({"ssh-keyscan": ok(f"[127.0.0.1]:{port} ssh-ed25519 AAAAjob5key\n"),
-                         "scontrol": scontrol(job("5", "RUNNING", nodes="vm"))})
+    runner = FakeRunner({"scontrol": scontrol(job("5", "RUNNING", nodes="vm"))})
+    server = keyholes.serve_once(listener, SECRET, "5")
     paths.ensure_private_dir(paths.logs_dir())
     paths.job_log("5").write_text("session starting\n")
     published_at: list[float] = []
@@ -608,4 +629,5 @@ def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
     seen = time.monotonic()
     thread.join()
     sock.close()
+    server.join(10)
     assert seen - published_at[0] < 0.1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import shlex
 
 import pytest
 
@@ -27,7 +27,7 @@ def job(job_id: str, kind: str = "cpu", state: str = "RUNNING", **kw: str) -> Jo
 def ep(job_id: str, host: str = "node01", port: int = 23456) -> endpoint.Endpoint:
     return endpoint.Endpoint(
         job_id=job_id, kind="cpu", profile="default", host=host, port=port,
-        host_key="ssh-ed25519 AAAA", sshd_pid=1, started_at=1.0,
+        host_key="ssh-ed25519 AAAA", session_pid=1, started_at=1.0, secret="ab" * 32,
     )
 
 
@@ -117,20 +117,36 @@ def test_sessions_joins_jobs_and_endpoints_sorted_by_id() -> None:
     assert [(r.job.job_id, r.endpoint) for r in rows] == [("9", None), ("10", ep("10", port=2222))]
 
 
-def test_ssh_argv_checks_the_host_certificate_strictly() -> None:
-    argv = remote.ssh_argv(ep("42", "node07", 23456), "/cfg/known_hosts", ["-t"])
+def test_ssh_argv_goes_through_the_keyhole_and_checks_the_certificate_strictly() -> None:
+    argv = remote.ssh_argv(ep("42", "node07", 23456), "/cfg/known_hosts")
     assert argv == [
         "ssh",
+        "-o", f"ProxyCommand={remote.connect_command('42')}",
         "-o", "HostKeyAlias=job42.interactive-slurm",
         "-o", "UserKnownHostsFile=/cfg/known_hosts",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "CheckHostIP=no",
-        "-p", "23456",
-        "-t",
+        "--",
         "node07",
     ]
+    assert remote.connect_command("42").endswith(" connect 42")
+    assert "-p" not in argv  # never straight to the port: only the keyhole reaches sshd
     off = "StrictHostKeyChecking=" + "no"  # spelled apart: the repo-wide grep bans the literal
     assert not any(off in a or "accept-new" in a for a in argv)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sh", "-c", "echo one two"],
+        ["python", "-c", "import torch; print(torch.cuda.is_available())"],
+        ["echo", "it's", '"quoted"', "$HOME", "a  b", ""],
+    ],
+)
+def test_ssh_argv_quotes_the_command_for_the_remote_shell(command: list[str]) -> None:
+    argv = remote.ssh_argv(ep("42"), "/k", command)
+    assert argv[-2] == "node01"
+    assert shlex.split(argv[-1]) == command  # what the remote shell will hand the program
 
 
 def test_pick_endpoint() -> None:
@@ -139,6 +155,6 @@ def test_pick_endpoint() -> None:
     with pytest.raises(UsageError, match="job 42 has no running session"):
         remote.pick_endpoint("42")
     endpoint.publish(ep("41"))
-    endpoint.publish(dataclasses.replace(ep("42"), started_at=2.0))
+    endpoint.publish(ep("42").replace(started_at=2.0))
     assert remote.pick_endpoint(None).job_id == "42"
     assert remote.pick_endpoint("41") == ep("41")

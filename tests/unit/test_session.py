@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
-import shutil
 import socket
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +14,8 @@ import pytest
 from interactive_slurm import session
 from interactive_slurm.errors import SessionError
 from interactive_slurm.session import SessionSpec
+
+from .fakes import FakeRunner
 
 
 def test_forwarded_env_keeps_the_jobs_view_and_drops_the_rest() -> None:
@@ -74,9 +74,8 @@ def test_setenv_line(env: dict[str, str], line: str) -> None:
 def sshd_config_args(**changes: object) -> dict[str, object]:
     tmp = Path("/tmp/interactive-slurm-42-abcd1234")
     args: dict[str, object] = {
-        "job_id": "42", "kind": "gpu", "user": "alice", "port": 23456,
+        "job_id": "42", "kind": "gpu", "user": "alice",
         "host_key": tmp / "host_ed25519_key", "host_cert": tmp / "host_ed25519_key-cert.pub",
-        "pid_file": tmp / "sshd.pid",
         "env": {"CUDA_VISIBLE_DEVICES": "0,1", "SLURM_JOB_ID": "42"},
         "extra": "PerSourcePenalties no",
     }
@@ -95,8 +94,8 @@ def test_render_sshd_config_golden(golden: Callable[[str, str], None]) -> None:
         {"user": "al'ice"},
         {"host_key": Path("/tmp/a b/host_key")},
         {"host_cert": Path('/tmp/a"b/cert.pub')},
-        {"pid_file": Path("/tmp/a\\b/sshd.pid")},
-        {"pid_file": Path("/tmp/a#b/sshd.pid")},
+        {"host_cert": Path("/tmp/a\\b/cert.pub")},
+        {"host_cert": Path("/tmp/a#b/cert.pub")},
         {"host_key": Path("/tmp/a\nb/host_key")},
         {"host_key": Path("/tmp/a\tb/host_key")},
     ],
@@ -128,23 +127,6 @@ def test_pick_port_stays_in_range() -> None:
     ports = {session.pick_port(rng) for _ in range(200)}
     assert all(low <= p <= high for p in ports)
     assert len(ports) > 100  # random, not one fixed port
-
-
-def test_read_banner() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(10)
-
-        def serve() -> None:
-            conn, _ = server.accept()
-            with conn:
-                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
-                conn.recv(1)
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        banner = session.read_banner("127.0.0.1", server.getsockname()[1], timeout=10)
-        thread.join(10)
-    assert banner == b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
 
 
 def fake_sshd(tmp_path: Path) -> str:
@@ -216,30 +198,83 @@ def test_spec_from_env_without_sshd(tmp_path: Path, name: str) -> None:
     )
 
 
-@pytest.mark.skipif(not (os.access("/usr/sbin/sshd", os.X_OK) and shutil.which("ssh-keygen")),
-                    reason="needs OpenSSH's sshd and ssh-keygen")
-def test_a_taken_port_makes_the_session_try_another(
-    home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Real sshd, no Slurm: the first port is taken, the session retries and serves the second."""
-    from interactive_slurm.runner import SubprocessRunner
+def free_port() -> int:
+    """A port free on both families (as the session would pick)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        try:
+            for sock in session.bind_listeners(port):
+                sock.close()
+            return port
+        except OSError:
+            continue
 
-    taken = socket.socket()
-    taken.bind(("", 0))
-    taken.listen()
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        free = probe.getsockname()[1]
-    ports = iter([taken.getsockname()[1], free])
-    monkeypatch.setattr(session, "pick_port", lambda rng: next(ports))
-    spec = SessionSpec("4711", "cpu", "default", 600, "/usr/sbin/sshd")
-    s = session.Session(SubprocessRunner(), spec, log=io.StringIO())
+
+def test_bind_listeners_holds_both_families() -> None:
+    port = free_port()
+    socks = session.bind_listeners(port)
     try:
-        key, cert = s.prepare()
-        s.start_sshd(key, cert)
-        assert s.port == free
-        assert session.read_banner("127.0.0.1", free).startswith(b"SSH-2.0-OpenSSH")
+        families = {s.family for s in socks}
+        assert socket.AF_INET in families
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            if family in families:  # nobody else can listen on our port, on either family
+                with socket.socket(family) as other, pytest.raises(OSError):
+                    other.bind((addr, port))
+                    other.listen()
     finally:
-        s.cleanup()
-        taken.close()
-    assert s.tmp is not None and not s.tmp.exists()
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_a_neighbour_on_either_family_makes_the_port_unusable(family: int) -> None:
+    port = free_port()
+    addr = "127.0.0.1" if family == socket.AF_INET else "::1"
+    try:
+        squatter = socket.socket(family)
+        squatter.bind((addr, port))
+    except OSError:
+        pytest.skip("no IPv6 here")
+    with squatter:
+        squatter.listen()
+        with pytest.raises(OSError):
+            session.bind_listeners(port)
+
+
+def test_listen_moves_to_another_port_when_one_family_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken, free = free_port(), free_port()
+    squatter = socket.socket(socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET)
+    squatter.bind(("::1" if socket.has_ipv6 else "127.0.0.1", taken))
+    squatter.listen()
+    ports = iter([taken, free])
+    monkeypatch.setattr(session, "pick_port", lambda rng: next(ports))
+    s = session.Session(FakeRunner({}), SessionSpec("4711", "cpu", "default", 600, "/x"),
+                        log=io.StringIO())
+    try:
+        s.listen()
+        assert s.port == free
+    finally:
+        squatter.close()
+        for sock in s.listeners:
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("output", "now", "reason"),
+    [
+        ("JobId=7 JobName=x JobState=CANCELLED Reason=None", 100.0, "was cancelled"),
+        ("JobId=7 JobName=x JobState=TIMEOUT Reason=TimeLimit", 100.0, "reached its time limit"),
+        ("JobId=7 JobState=PREEMPTED Reason=None", 100.0, "was preempted"),
+        ("JobId=7 JobState=FAILED Reason=None", 100.0, "ended (FAILED)"),
+        ("", 100.0, "was cancelled"),  # no answer from Slurm: well before the limit
+        ("JobId=7 JobState=RUNNING", 3590.0, "reached its time limit"),  # ...or at it
+    ],
+)
+def test_end_reason(output: str, now: float, reason: str) -> None:
+    assert session.end_reason(output, now=now, started=0.0, time_limit=3600) == reason
+
+
