@@ -341,7 +341,7 @@ def test_waiter_gives_up_on_a_new_record_whose_port_fails_the_keyhole(
                 conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 impostor\r\n")
 
     threading.Thread(target=impostor, daemon=True).start()
-    runner = FakeRunner({"squeue": squeue(job("5", "RUNNING", nodes="n1"))})
+    runner = FakeRunner({"scontrol": scontrol(job("5", "RUNNING", nodes="n1"))})
     with pytest.raises(ProxyError) as info:
         waiter(runner, step=10.0).wait()
     port = listener.getsockname()[1]
