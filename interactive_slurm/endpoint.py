@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from interactive_slurm import paths
-from interactive_slurm.errors import EndpointError
+from interactive_slurm.errors import CorruptRecordError, EndpointError, UnsafePathError
 from interactive_slurm.fsutil import read_private, write_private_atomic
 
 FORMAT_VERSION = 1
@@ -47,23 +47,25 @@ def from_json(text: str, source: Path) -> Endpoint:
     try:
         data: Any = json.loads(text)
     except ValueError as exc:
-        raise EndpointError(f"{source}: not valid JSON: {exc}") from exc
+        raise CorruptRecordError(f"{source}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise EndpointError(f"{source}: expected a JSON object")
+        raise CorruptRecordError(f"{source}: expected a JSON object")
     values: dict[str, Any] = {}
     for key, typ in _FIELDS.items():
         value = data.get(key, "" if key == "container" else None)
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, typ) or isinstance(value, bool):
-            raise EndpointError(f"{source}: {key} = {value!r}: expected {typ.__name__}")
+            raise CorruptRecordError(f"{source}: {key} = {value!r}: expected {typ.__name__}")
         values[key] = value
-    if values["version"] != FORMAT_VERSION:
+    if values["version"] != FORMAT_VERSION:  # another install's session: not ours to remove
         raise EndpointError(f"{source}: version {values['version']} is not {FORMAT_VERSION}")
     if not 0 < values["port"] < 65536:
-        raise EndpointError(f"{source}: port = {values['port']!r}: out of range")
+        raise CorruptRecordError(f"{source}: port = {values['port']!r}: out of range")
     if not is_job_id(values["job_id"]) or source.parent.name != values["job_id"]:
-        raise EndpointError(f"{source}: job_id = {values['job_id']!r}: does not match its folder")
+        raise CorruptRecordError(
+            f"{source}: job_id = {values['job_id']!r}: does not match its folder"
+        )
     return Endpoint(**values)
 
 
@@ -75,7 +77,14 @@ def publish(ep: Endpoint) -> Path:
 
 
 def read(path: Path) -> Endpoint:
-    return from_json(read_private(path), path)
+    """The record at ``path``: :class:`CorruptRecordError` if it is ours but does not parse
+    (stale: remove it), another :class:`EndpointError` if it is unsafe or of another format
+    version, FileNotFoundError if there is none."""
+    try:
+        text = read_private(path)
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError(f"{path}: not UTF-8 text: {exc}") from exc
+    return from_json(text, path)
 
 
 def is_job_id(text: str) -> bool:
@@ -89,27 +98,45 @@ def check_job_id(job_id: str) -> str:
 
 
 def read_job(job_id: str) -> Endpoint | None:
+    """The record of ``job_id``; None if there is none (a corrupt one is removed: stale)."""
     check_job_id(job_id)
     path = paths.endpoint_file(job_id)
     try:
         return read(path)
     except FileNotFoundError:
         return None
+    except CorruptRecordError:
+        discard_corrupt(path)
+        return None
 
 
 def find(
     kind: str | None = None, profile: str | None = None, container: str | None = None
 ) -> list[Endpoint]:
-    """Readable endpoints matching the filters (None: any), newest first; bad files skipped."""
+    """Readable endpoints matching the filters (None: any), newest first.
+
+    The tool's own files are checked first (:func:`paths.check_trusted`: ``UnsafePathError``).
+    A corrupt record of ours is stale: it is removed (only that file). Unsafe records, and
+    records of another format version, are skipped. A jobs folder we may not read is an error
+    naming it, never a traceback.
+    """
+    paths.check_trusted()  # StrictModes for config, known_hosts, profiles and state
     found = []
+    folder = paths.jobs_dir()
     try:
-        entries = list(os.scandir(paths.jobs_dir()))
+        entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise UnsafePathError(f"{folder}: cannot list the session records: {exc.strerror}; "
+                              f"check its owner and mode (chmod 700 {folder})") from exc
     for entry in entries:
         path = Path(entry.path) / "endpoint.json"
         try:
             ep = read(path)
+        except CorruptRecordError:
+            discard_corrupt(path)
+            continue
         except (EndpointError, OSError):
             continue
         if kind is not None and ep.kind != kind:
@@ -120,6 +147,12 @@ def find(
             continue
         found.append(ep)
     return sorted(found, key=lambda ep: ep.started_at, reverse=True)
+
+
+def discard_corrupt(path: Path) -> None:
+    """Remove a record :func:`read` found corrupt (it passed the ownership checks first)."""
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def remove(job_id: str) -> None:

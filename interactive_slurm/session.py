@@ -18,14 +18,13 @@ import socket
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from interactive_slurm import __version__, endpoint, hostca, paths
+from interactive_slurm import __version__, endpoint, hostca, paths, tmpdirs
 from interactive_slurm.containers import Enroot
 from interactive_slurm.errors import CommandError, SessionError
 from interactive_slurm.runner import Runner, spawn
@@ -142,7 +141,7 @@ class Session:
     def prepare(self) -> tuple[Path, Path]:
         self.check_ptys()
         paths.ensure_private_dir(paths.job_dir(self.spec.job_id))
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"interactive-slurm-{self.spec.job_id}-"))
+        self.tmp = tmpdirs.make_session_dir(self.runner, self.spec.job_id, self.say)
         key = self.tmp / "host_ed25519_key"
         self.runner.run([
             "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key),
