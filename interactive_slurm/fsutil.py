@@ -64,8 +64,15 @@ def check_private(
 
 
 class _Stat(Protocol):
-    st_uid: int
-    st_mode: int
+    @property
+    def st_uid(self) -> int: ...
+
+    @property
+    def st_mode(self) -> int: ...
+
+
+def _os_stat(path: Path) -> _Stat:
+    return os.stat(path)
 
 
 def check_secure(
@@ -83,7 +90,7 @@ def check_secure(
     """
     uid = os.getuid() if uid is None else uid
     real = Path(os.path.realpath(path)) if lookup is None else path
-    stat_of: Callable[[Path], _Stat] = os.stat if lookup is None else lookup
+    stat_of = _os_stat if lookup is None else lookup
     st = stat_of(real)
     where = path if real == Path(os.path.abspath(path)) else f"{path} (-> {real})"
     if st.st_uid not in (uid, 0):

@@ -118,13 +118,8 @@ def check_trusted() -> None:
         check_secure_if_exists(path)
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` and any missing parents, each 0700 (whatever the umask).
-
-    An existing folder keeps its mode (it is not silently "fixed"). Then ``path`` and the
-    folders above it are checked like StrictModes (:func:`fsutil.check_secure`): the tool
-    never writes into a folder others could swap.
-    """
+def make_private_dirs(path: Path) -> Path:
+    """Create ``path`` and any missing parents, each 0700 whatever the umask (no checks)."""
     missing = []
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -136,6 +131,17 @@ def ensure_private_dir(path: Path) -> Path:
             os.chmod(folder, 0o700)
         except FileExistsError:  # made meanwhile by a concurrent session or proxy
             pass
+    return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` and any missing parents, each 0700 (whatever the umask).
+
+    An existing folder keeps its mode (it is not silently "fixed"). Then ``path`` and the
+    folders above it are checked like StrictModes (:func:`fsutil.check_secure`): the tool
+    never writes into a folder others could swap.
+    """
+    make_private_dirs(path)
     from interactive_slurm.fsutil import check_secure
 
     check_secure(path)

@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import cli, config, endpoint, fsutil, hostca, paths, profile_edit, profiles
-from interactive_slurm import proxy, tmpdirs
+from interactive_slurm import (
+    cli,
+    config,
+    endpoint,
+    fsutil,
+    hostca,
+    paths,
+    profile_edit,
+    profiles,
+    proxy,
+    tmpdirs,
+)
 from interactive_slurm.errors import (
     ConfigError,
     CorruptRecordError,
