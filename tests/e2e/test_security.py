@@ -178,14 +178,19 @@ def test_forged_endpoint_of_another_user_is_refused(harness: Harness, other_user
     try:
         refused = harness.remote("ssh", "4242", check=False)
         assert refused.returncode == 1
-        assert f"{jobs}/4242: refusing: owned by uid" in refused.stderr
-        # The proxy skips it and starts a real session.
+        assert f"{jobs}/4242: refusing: owned by isother" in refused.stderr
+        # The careless chmod itself is refused (StrictModes), with the fix ...
+        result = harness.ssh("slurm-cpu", "true", check=False, timeout=60)
+        assert result.returncode == 255 and f"fix: chmod go-w {jobs}" in result.stderr
+        assert my_jobs() == []
+        # ... and once fixed, the proxy skips the planted record and starts a real session.
+        jobs.chmod(0o700)
         out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
         assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
-        assert state.stat().st_mode & 0o777 == 0o700  # the careless chmod was repaired
     finally:
-        state.chmod(0o711)  # the proxy made it private again (good); let the other user clean up
+        jobs.chmod(0o777)  # let the other user clean up
         as_other("rm", "-rf", f"{jobs}/4242", check=True)
+        jobs.chmod(0o700)
 
 
 def test_session_sshd_refuses_the_other_user(harness: Harness, other_user: None,
