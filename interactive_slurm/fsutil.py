@@ -76,7 +76,8 @@ def _os_stat(path: Path) -> _Stat:
 
 
 def check_secure(
-    path: Path, *, lookup: Callable[[Path], _Stat] | None = None, uid: int | None = None
+    path: Path, *, lookup: Callable[[Path], _Stat] | None = None, uid: int | None = None,
+    checked: set[Path] | None = None,
 ) -> None:
     """StrictModes for ``path`` (a file or folder the tool trusts) and the folders above it.
 
@@ -85,8 +86,9 @@ def check_secure(
     group or others either; the walk stops at the first folder owned by root, which must not be
     writable by others unless it has the sticky bit (like ``/tmp``); a folder owned by anyone
     else is refused. Raises :class:`UnsafePathError` naming the path and the fix;
-    FileNotFoundError if ``path`` does not exist. (``lookup`` and ``uid`` are for tests: a fake
-    file system of absolute, resolved paths.)
+    FileNotFoundError if ``path`` does not exist. ``checked``: folders already found safe in
+    this round (the walk stops there; the ones found now are added). (``lookup`` and ``uid``
+    are for tests: a fake file system of absolute, resolved paths.)
     """
     uid = os.getuid() if uid is None else uid
     real = Path(os.path.realpath(path)) if lookup is None else path
@@ -102,6 +104,10 @@ def check_secure(
     probe = real
     while probe.parent != probe:
         probe = probe.parent
+        if checked is not None:
+            if probe in checked:
+                return
+            checked.add(probe)  # a refusal below ends the round anyway
         st = stat_of(probe)
         writable = st.st_mode & _WRITABLE_BY_OTHERS
         if st.st_uid == uid and uid != 0:
@@ -125,10 +131,10 @@ def check_secure(
         )
 
 
-def check_secure_if_exists(path: Path) -> bool:
+def check_secure_if_exists(path: Path, checked: set[Path] | None = None) -> bool:
     """:func:`check_secure` when ``path`` exists; False when it does not."""
     try:
-        check_secure(path)
+        check_secure(path, checked=checked)
     except FileNotFoundError:
         return False
     return True

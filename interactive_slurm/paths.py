@@ -114,8 +114,9 @@ def check_trusted() -> None:
     """Refuse to go on when one of :func:`trusted_paths` (or a folder above) is unsafe."""
     from interactive_slurm.fsutil import check_secure_if_exists
 
+    checked: set[Path] = set()  # the folders above them are mostly the same: walk each once
     for path in trusted_paths():
-        check_secure_if_exists(path)
+        check_secure_if_exists(path, checked)
 
 
 def make_private_dirs(path: Path) -> Path:
