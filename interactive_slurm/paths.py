@@ -107,7 +107,8 @@ def known_hosts_file() -> Path:
 
 def trusted_paths() -> tuple[Path, ...]:
     """The files and folders the tool trusts (checked like StrictModes when they exist)."""
-    return (config_dir(), config_file(), known_hosts_file(), user_profiles_dir(), state_dir())
+    return (config_dir(), config_file(), known_hosts_file(), user_profiles_dir(), state_dir(),
+            jobs_dir(), hostca_dir())
 
 
 def check_trusted() -> None:
