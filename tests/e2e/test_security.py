@@ -176,15 +176,18 @@ def test_forged_endpoint_of_another_user_is_refused(harness: Harness, other_user
     as_other("sh", "-c", f"umask 077; mkdir {jobs}/4242 && cat > {jobs}/4242/endpoint.json",
              input=json.dumps(record), check=True)
     try:
+        # The careless chmod itself is refused (StrictModes), with the fix ...
+        refused = harness.remote("ssh", "4242", check=False)
+        assert refused.returncode == 1 and f"fix: chmod go-w {jobs}\n" in refused.stderr
+        result = harness.ssh("slurm-cpu", "true", check=False, timeout=60)
+        assert result.returncode == 255 and f"fix: chmod go-w {jobs}\n" in result.stderr
+        assert my_jobs() == []
+        # ... and once fixed, her record is refused, and the proxy skips it and starts a real
+        # session.
+        jobs.chmod(0o700)
         refused = harness.remote("ssh", "4242", check=False)
         assert refused.returncode == 1
         assert f"{jobs}/4242: refusing: owned by isother" in refused.stderr
-        # The careless chmod itself is refused (StrictModes), with the fix ...
-        result = harness.ssh("slurm-cpu", "true", check=False, timeout=60)
-        assert result.returncode == 255 and f"fix: chmod go-w {jobs}" in result.stderr
-        assert my_jobs() == []
-        # ... and once fixed, the proxy skips the planted record and starts a real session.
-        jobs.chmod(0o700)
         out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
         assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
     finally:
