@@ -16,20 +16,14 @@ from typing import Any
 
 import click
 
-from interactive_slurm import __version__, config, hostca, paths, profiles, proxy, remote
+from interactive_slurm import __version__, cli_base, config, hostca, paths, profiles, proxy, remote
 from interactive_slurm.cli_laptop import clusters_cmd, setup_cmd
 from interactive_slurm.cli_remote import remote_cli
 from interactive_slurm.cli_update import self_check_cmd, update_cmd
 from interactive_slurm.errors import InteractiveSlurmError
 from interactive_slurm.fsutil import describe_os_error
-from interactive_slurm.runner import SubprocessRunner
 
 KIND = click.Choice(["cpu", "gpu"])
-
-
-def _runner() -> SubprocessRunner:
-    """The runner every command uses (unit tests swap it for a fake here)."""
-    return SubprocessRunner()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,7 +57,7 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
     if container:
         profiles.check_container_option(container)
     name = profiles.check_profile_name(profile or cfg.default_profile)
-    proxy.run(_runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
+    proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
 
 
 @cli.command("session", hidden=True)
@@ -89,7 +83,7 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str) -> None
         os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
         container=container,
     )
-    sys.exit(session.Session(_runner(), spec).run())
+    sys.exit(session.Session(cli_base.runner(), spec).run())
 
 
 @cli.command("trust")
@@ -102,7 +96,7 @@ def trust_cmd(write: bool) -> None:
     Example:
       interactive-slurm trust --write
     """
-    line = remote.trust_line(_runner())
+    line = remote.trust_line(cli_base.runner())
     if write:
         hostca.write_known_hosts(paths.known_hosts_file(), line)
         click.echo(f"wrote {paths.known_hosts_file()}", err=True)
@@ -162,7 +156,7 @@ def ssh_config_cmd(login: str | None, remote_command: str) -> None:
       interactive-slurm ssh-config >> ~/.ssh/config
     """
     if not login:
-        remote.ensure_known_hosts(_runner())
+        remote.ensure_known_hosts(cli_base.runner())
     click.echo(_ssh_config_block(login, remote_command))
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import click
 
-from interactive_slurm import config
+from interactive_slurm import cli_base, config
 from interactive_slurm.errors import UsageError
-from interactive_slurm.runner import Runner
 
 
 class ClickTerminal:
@@ -39,11 +38,6 @@ class ClickTerminal:
     def say(self, message: str) -> None:
         click.echo(message, err=True)
 
-
-def _runner() -> Runner:
-    from interactive_slurm import cli  # looked up per call: tests swap cli._runner
-
-    return cli._runner()
 
 
 @click.command("setup")
@@ -93,7 +87,8 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
         if not yes and not dry_run and term.interactive and not term.confirm(
                 f"Remove what setup added for cluster {name!r}?", default=True):
             raise click.Abort()
-        _show(setup.uninstall(name, term, remove_install=remove_install, dry_run=dry_run), dry_run)
+        _show(setup.uninstall(name, term, cli_base.runner(), remove_install=remove_install, dry_run=dry_run),
+              dry_run)
         return
     if remove_install:
         raise UsageError("--remove-install goes with --uninstall")
@@ -124,7 +119,7 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
         install_dir=install_dir, python=python, ssh_config=ssh_config.expanduser().absolute(),
         vscode=not no_vscode, dry_run=dry_run, ask_passphrase=not yes,
     )
-    report = setup.run(req, term, _runner())
+    report = setup.run(req, term, cli_base.runner())
     _show(report, dry_run)
     if not dry_run:
         first = report.hosts[0] if report.hosts else "slurm-cpu"

@@ -10,16 +10,10 @@ import sys
 
 import click
 
-from interactive_slurm import __version__, config, profiles, remote, slurm
+from interactive_slurm import __version__, cli_base, config, profiles, remote, slurm
 from interactive_slurm.cli_update import check_cmd, update_cmd
 from interactive_slurm.errors import UsageError
-from interactive_slurm.runner import Runner, exec_replace
-
-
-def _runner() -> Runner:
-    from interactive_slurm import cli  # looked up per call: tests swap cli._runner
-
-    return cli._runner()
+from interactive_slurm.runner import exec_replace
 
 
 @click.group("remote", context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +39,7 @@ def list_cmd(as_json: bool) -> None:
     Example:
       remote list --json
     """
-    rows = remote.sessions(_runner())
+    rows = remote.sessions(cli_base.runner())
     click.echo(remote.format_json(rows) if as_json else remote.format_table(rows))
 
 
@@ -60,7 +54,7 @@ def cancel_cmd(target: str | None, all_: bool, yes: bool) -> None:
     Example:
       remote cancel gpu --yes
     """
-    runner = _runner()
+    runner = cli_base.runner()
     jobs = remote.select_for_cancel(remote.sessions(runner), target, all_)
     if not jobs:
         click.echo("nothing to cancel", err=True)
@@ -82,7 +76,7 @@ def ssh_cmd(job_id: str | None, command: tuple[str, ...]) -> None:
     Example:
       remote ssh 1234 -- nvidia-smi
     """
-    runner = _runner()
+    runner = cli_base.runner()
     ep = remote.pick_endpoint(job_id)
     known = remote.ensure_known_hosts(runner)
     argv = remote.ssh_argv(ep, known)
@@ -109,7 +103,7 @@ def gpuswap_cmd(
     """
     if replace and command:
         raise UsageError("--replace opens no shell; run COMMAND after `ssh slurm-gpu`")
-    runner = _runner()
+    runner = cli_base.runner()
     cfg = config.load()
     name = profiles.check_profile_name(profile or cfg.default_profile)
     ep, cpu_job = remote.gpuswap(

@@ -13,15 +13,8 @@ import time
 
 import click
 
-from interactive_slurm import config, installs, paths
+from interactive_slurm import cli_base, config, installs, paths
 from interactive_slurm.errors import UsageError
-from interactive_slurm.runner import Runner
-
-
-def _runner() -> Runner:
-    from interactive_slurm import cli  # looked up per call: tests swap cli._runner
-
-    return cli._runner()
 
 
 def _say(message: str) -> None:
@@ -98,14 +91,14 @@ def update_cmd(to: str | None, rollback: bool, enable: str | None, auto: bool) -
 
     root = paths.install_root()
     if auto:
-        sys.exit(updater.auto_check(_runner(), root, _log))
+        sys.exit(updater.auto_check(cli_base.runner(), root, _log))
     vid: str | None
     if rollback:
         vid = updater.rollback(root, _say)
     else:
         if to is not None:
             config.check_channel(to)
-        vid = updater.update(_runner(), root, config.load().update, _say, to=to)
+        vid = updater.update(cli_base.runner(), root, config.load().update, _say, to=to)
     click.echo(installs.current(root) if vid else f"unchanged: {installs.current(root) or 'none'}")
 
 

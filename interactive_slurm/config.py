@@ -146,6 +146,14 @@ def check_channel(value: str) -> str:
     return value
 
 
+def _positive(value: Any, where: str, unit: str) -> float:
+    """A finite number > 0 (not a bool), or an error naming ``where`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ConfigError(f"{where} = {value!r}: expected {unit} > 0")
+    return float(value)
+
+
 def parse_update(data: Any, source: Path) -> UpdateConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: update = {data!r}: expected a table [update]")
@@ -169,13 +177,8 @@ def parse_update(data: Any, source: Path) -> UpdateConfig:
         except ConfigError as exc:
             raise ConfigError(f"{source}: [update] {exc}") from exc
     if "interval_hours" in data:
-        value = data["interval_hours"]
-        if (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0
-        ):
-            raise ConfigError(f"{source}: [update] interval_hours = {value!r}: expected hours > 0")
-        values["interval_hours"] = float(value)
+        values["interval_hours"] = _positive(data["interval_hours"], f"{source}: [update] interval_hours",
+                                             "hours")
     if "enabled" in data:
         value = data["enabled"]
         if not isinstance(value, bool):
@@ -200,13 +203,7 @@ def parse(data: dict[str, Any], source: Path) -> Config:
         except ConfigError as exc:
             raise ConfigError(f"{source}: default_profile: {exc}") from exc
     if "wait_timeout" in data:
-        value = data["wait_timeout"]
-        if (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0
-        ):
-            raise ConfigError(f"{source}: wait_timeout = {value!r}: expected seconds > 0")
-        values["wait_timeout"] = float(value)
+        values["wait_timeout"] = _positive(data["wait_timeout"], f"{source}: wait_timeout", "seconds")
     if "sshd" in data:
         value = data["sshd"]
         if not isinstance(value, str) or not value.startswith("/") or "\n" in value:

@@ -3,8 +3,8 @@
 Steps, each skipped when already done (running setup again upgrades in place and changes
 nothing else)::
 
-    key      use ~/.ssh/id_ed25519 (or --identity), or make an ed25519 key
     connect  asyncssh to the login node: key, password, keyboard-interactive (2FA) on the terminal
+    key      use ~/.ssh/id_ed25519 (or --identity), or make an ed25519 key (once logged in)
     access   append the public key to the cluster's authorized_keys once
     install  wheels rebuilt here -> SFTP -> a venv on the login node (installs.py; --no-index)
     trust    the cluster's @cert-authority line, read over this verified connection
@@ -285,19 +285,21 @@ def run(req: Request, term: Terminal, runner: Runner) -> Report:
 async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
     report = Report()
     cfg = config.load()
-    if not req.identity.exists():
-        if req.dry_run:
-            report.add(f"would make an ed25519 key {req.identity}")
-        else:
-            passphrase = None
-            if term.interactive and req.ask_passphrase:
-                passphrase = term.ask(f"Passphrase for the new key {req.identity} (empty for none): ",
-                                      secret=True)
-            make_key(req.identity, passphrase)
-            report.add(f"made an ed25519 key {req.identity}")
     with tempfile.TemporaryDirectory(prefix="interactive-slurm-wheels-") as tmp:
         login = await Login.open(Target(req.login, req.port, req.user, req.identity, req.jump), term)
         try:
+            # A new key only once the login node is verified and we are in: a refused host or
+            # a failed login leaves the laptop as it was.
+            if not req.identity.exists():
+                if req.dry_run:
+                    report.add(f"would make an ed25519 key {req.identity}")
+                else:
+                    passphrase = None
+                    if term.interactive and req.ask_passphrase:
+                        passphrase = term.ask(
+                            f"Passphrase for the new key {req.identity} (empty for none): ", secret=True)
+                    make_key(req.identity, passphrase)
+                    report.add(f"made an ed25519 key {req.identity}")
             pub = public_key_line(req.identity) if req.identity.exists() else "x AAAA"
             # The wheels depend on the cluster's Python: a first look with a placeholder id.
             first = await probe(login, req, pub, "0")
@@ -376,7 +378,17 @@ def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
     return cluster, out
 
 
-def uninstall(name: str, term: Terminal, *, remove_install: bool, dry_run: bool) -> Report:
+def stop_shared_login(runner: Runner, cluster: config.Cluster) -> bool:
+    """Close the cluster's shared login connection (ControlMaster), if one is open."""
+    argv = ["ssh", "-o", f"ControlPath={control_dir()}/%C", "-p", str(cluster.port), "-l", cluster.user]
+    if cluster.jump:
+        argv += ["-J", cluster.jump]
+    result = runner.run([*argv, "-O", "exit", cluster.login], check=False, timeout=30)
+    return result.returncode == 0
+
+
+def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool,
+              dry_run: bool) -> Report:
     report = Report()
     cluster, planned = plan_uninstall(name)
     report.hosts = cluster.hosts
@@ -388,6 +400,8 @@ def uninstall(name: str, term: Terminal, *, remove_install: bool, dry_run: bool)
     if remove_install:
         asyncio.run(_remove_install(cluster, term))
         report.add(f"removed {cluster.login}:{cluster.install}")
+    if platform.system() != "Windows" and stop_shared_login(runner, cluster):
+        report.add(f"closed the shared login connection to {cluster.login}")
     apply_all(planned, report)
     return report
 

@@ -185,13 +185,25 @@ def test_setup_with_password_then_plain_ssh_and_vscode_style(laptop: Laptop, log
     assert "dry run: nothing was changed" in out
     assert snapshot(laptop.home) == before and not laptop.install.exists()
 
-    # The real thing: a new key (empty passphrase asked), the password, then done.
+    # A login node whose key differs from the one in known_hosts: refused, nothing asked or sent.
+    known_hosts = laptop.home / ".ssh" / "known_hosts"
+    other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk4a6kOgCjA1B6ZCfO3W5lQd4Y4bqNH8yQ3eEw6f8Xv"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {other_key}\n")
+    code, out = laptop.setup(*args, "--yes", answers=[])
+    assert code == 1 and "is NOT the one in" in out and "password" not in out.lower()
+    assert snapshot(laptop.home) == {**before, ".ssh/known_hosts": known_hosts.read_bytes()}
+
+    # The real thing on a laptop that has never seen the login node: its key is shown and
+    # trusted on "y", the password is asked, then a new key is made (empty passphrase), done.
+    known_hosts.unlink()
     code, out = laptop.setup(*args, answers=[
         (r"Make a new ed25519 key there\?", "y"),
-        (r"Passphrase for the new key", ""),
+        (r"key fingerprint is SHA256:.*\n.*Trust it\? \[y/N\]", "y"),
         (r"password: ", login_node.password),
+        (r"Passphrase for the new key", ""),
     ])
     assert code == 0, out
+    assert known_hosts.read_text() == login_node.known_hosts_lines().splitlines()[0] + "\n"
     assert "made an ed25519 key" in out and "added your key to 127.0.0.1" in out
     assert "done: try `ssh slurm-cpu`" in out
     key = laptop.home / ".ssh" / "id_ed25519"
@@ -277,6 +289,8 @@ def test_setup_with_2fa_keeps_user_files_and_shares_the_login(laptop: Laptop, lo
     # Uninstall: every file as it was, byte for byte.
     code, out = run_on_pty([str(TOOL), "setup", "--uninstall", "--yes"], laptop.env, [], 60)
     assert code == 0, out
+    assert "closed the shared login connection to 127.0.0.1" in out
+    assert not list((laptop.home / ".ssh" / "interactive-slurm-cm").iterdir())
     assert laptop.ssh_config.read_text() == USER_SSH_CONFIG
     assert (code_dir / "settings.json").read_text() == SETTINGS_JSONC
     assert (codium_dir / "settings.json").read_text() == BROKEN_JSON

@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import __version__, cli, hostca, profiles
+from interactive_slurm import __version__, cli, cli_base, hostca, profiles
 
 from .fakes import FakeRunner, fail, ok
 
@@ -36,7 +36,7 @@ def run_main(capsys: pytest.CaptureFixture[str], main: object, argv: list[str]) 
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
     """The runner the commands get (through cli's one seam), scripted by each test."""
     runner = FakeRunner()
-    monkeypatch.setattr(cli, "_runner", lambda: runner)
+    monkeypatch.setattr(cli_base, "runner", lambda: runner)
     return runner
 
 

@@ -187,3 +187,29 @@ def test_uninstall_program_removes_only_an_install(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "does not look like an interactive-slurm install" in proc.stdout
     assert other.exists()
+
+
+def test_a_dependency_too_new_for_the_clusters_python_is_downloaded_for_it(tmp_path: Path) -> None:
+    """click 8.2+ needs Python 3.10: for a 3.9 cluster, pip download picks one that runs there."""
+    from importlib import metadata
+
+    from .fakes import FakeRunner, Reply, fail
+
+    needs = metadata.distribution("click").metadata["Requires-Python"]
+    py = (3, 9) if not wheels.python_ok(needs, (3, 9)) else (3, 0)
+
+    def download(argv: tuple[str, ...], _input: str | None) -> Reply:
+        dest = Path(argv[argv.index("--dest") + 1])
+        (dest / "click-8.1.8-py3-none-any.whl").write_bytes(b"PK")
+        return Reply()
+
+    runner = FakeRunner({sys.executable: download})
+    [made] = wheels.build_all(runner, tmp_path, py, names=["click"])[:1]
+    assert made.how == "downloaded" and made.path.name == "click-8.1.8-py3-none-any.whl"
+    argv = runner.argvs(sys.executable)[0]
+    assert argv[argv.index("--python-version") + 1] == f"{py[0]}.{py[1]}"
+    assert "--only-binary=:all:" in argv and "--no-deps" in argv
+    # No network on this laptop either: the error names the package and the Python.
+    offline = FakeRunner({sys.executable: fail("ERROR: Could not find a version (no network)")})
+    with pytest.raises(wheels.WheelError, match=r"click: no wheel for the cluster's Python 3\.\d+ here"):
+        wheels.build_all(offline, tmp_path / "none", py, names=["click"])
