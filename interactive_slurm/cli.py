@@ -6,6 +6,7 @@ Errors from the core (``InteractiveSlurmError``) are caught once, in :func:`main
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -20,6 +21,7 @@ from interactive_slurm.cli_laptop import clusters_cmd, setup_cmd
 from interactive_slurm.cli_remote import remote_cli
 from interactive_slurm.cli_update import self_check_cmd, update_cmd
 from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.fsutil import describe_os_error
 
 KIND = click.Choice(["cpu", "gpu"])
 
@@ -33,6 +35,7 @@ def cli() -> None:
     Example:
       interactive-slurm ssh-config >> ~/.ssh/config && ssh slurm-cpu
     """
+    paths.check_trusted()  # StrictModes for config, profiles, known_hosts and state
 
 
 @cli.command("proxy")
@@ -75,6 +78,10 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str, contain
     from interactive_slurm import session
 
     cfg = config.load()
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if job_id.isascii() and job_id.isdigit():
+        with contextlib.suppress(OSError):  # slurmd made the job's log with the job's umask
+            os.chmod(paths.job_log(job_id), 0o600)
     spec = session.spec_from_env(
         os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
         container=container, container_runtime=container_runtime,
@@ -104,7 +111,11 @@ def _local_command() -> str:
     script = Path(sys.executable).parent / "interactive-slurm"
     if script.exists():
         return shlex.quote(str(script))
-    return f"{shlex.quote(sys.executable)} -m interactive_slurm"
+    return f"{shlex.quote(sys.executable)} -I -m interactive_slurm"  # -I: not the cwd's modules
+
+
+#: Seconds for the ssh hop to the login node to connect and answer (``ssh-config --login``).
+LOGIN_CONNECT_TIMEOUT = 30
 
 
 def _ssh_config_block(login: str | None, remote_command: str) -> str:
@@ -114,7 +125,10 @@ def _ssh_config_block(login: str | None, remote_command: str) -> str:
         lines.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in {known}")
     for kind in ("cpu", "gpu"):
         if login:
-            command = f"ssh {shlex.quote(login)} {remote_command} proxy {kind}"
+            # ConnectTimeout bounds the hop to the login node only: on the outer entry it would
+            # also bound the SSH banner wait, which includes the wait in Slurm's queue.
+            command = (f"ssh -o ConnectTimeout={LOGIN_CONNECT_TIMEOUT} {shlex.quote(login)} "
+                       f"{remote_command} proxy {kind}")
         else:
             command = f"{_local_command()} proxy {kind}"
         lines += [
@@ -253,6 +267,11 @@ def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # our own files: a full disk, a folder we may not enter, ...
+        if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: {describe_os_error(exc)}", err=True)
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)
 
 

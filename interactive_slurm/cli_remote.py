@@ -25,6 +25,9 @@ def remote_cli() -> None:
     Example:
       remote list
     """
+    from interactive_slurm import paths
+
+    paths.check_trusted()  # StrictModes for config, profiles, known_hosts and state
 
 
 @remote_cli.command("list")

@@ -7,6 +7,7 @@ is loaded only when an update verb runs). Errors are reported by ``cli.main``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -68,6 +69,9 @@ def update_cmd(to: str | None, rollback: bool, enable: str | None, auto: bool) -
       remote update --rollback
       remote update --disable
     """
+    # git and pip make files with the umask: never writable by others here (this process submits
+    # no job, so the sessions' umask is not changed by it).
+    os.umask(os.umask(0o022) | 0o022)
     chosen = [name for name, on in (("--to", to is not None), ("--rollback", rollback),
                                     ("--enable/--disable", enable is not None), ("--auto", auto))
               if on]

@@ -33,6 +33,7 @@ from typing import Any
 
 from interactive_slurm import paths, tomlio
 from interactive_slurm.errors import ConfigError
+from interactive_slurm.fsutil import check_secure_if_exists
 from interactive_slurm.profiles import check_profile_name
 
 CHANNELS = ("stable", "pre")
@@ -218,7 +219,7 @@ def parse(data: dict[str, Any], source: Path) -> Config:
 
 def load() -> Config:
     path = paths.config_file()
-    if not path.exists():
+    if not check_secure_if_exists(path):
         return Config()
     return parse(tomlio.load(path), path)
 
@@ -234,7 +235,7 @@ def render_update(change: Callable[[dict[str, Any]], None]) -> tuple[Path, str |
 
     path = paths.config_file()
     before = None
-    if path.exists():
+    if check_secure_if_exists(path):
         with open(path, encoding="utf-8", newline="") as fh:
             before = fh.read()
     original = tomlio.loads(before, path) if before is not None else {}
@@ -260,7 +261,7 @@ def set_update_enabled(path: Path, enabled: bool) -> Config:
     from interactive_slurm.fsutil import write_private_atomic
 
     value = "true" if enabled else "false"
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().splitlines() if check_secure_if_exists(path) else []
     start = next((i for i, line in enumerate(lines) if _UPDATE_HEADER.match(line)), None)
     if start is None:
         if lines and lines[-1].strip():
@@ -276,6 +277,7 @@ def set_update_enabled(path: Path, enabled: bool) -> Config:
             lines[found] = f"enabled = {value}"
     text = "\n".join(lines) + "\n"
     cfg = parse(tomlio.loads(text, path), path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private_atomic(path, text, mode=0o600 if not path.exists() else path.stat().st_mode & 0o777)
+    paths.ensure_private_dir(path.parent)
+    mode = path.stat().st_mode & 0o755 if path.exists() else 0o600
+    write_private_atomic(path, text, mode=mode)
     return cfg

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from interactive_slurm import paths
-from interactive_slurm.errors import EndpointError
+from interactive_slurm.errors import CorruptRecordError, EndpointError, UnsafePathError
 from interactive_slurm.fsutil import read_private
 
 #: 2: the keyhole secret and the session pid (no long-running sshd any more).
@@ -88,26 +88,26 @@ def from_json(text: str, source: Path) -> Endpoint:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise EndpointError(f"{source}: not valid JSON: {exc}") from exc
+        raise CorruptRecordError(f"{source}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise EndpointError(f"{source}: expected a JSON object")
+        raise CorruptRecordError(f"{source}: expected a JSON object")
     if data.get("version") != FORMAT_VERSION:
-        raise EndpointError(f"{source}: version {data.get('version')!r} is not {FORMAT_VERSION}")
+        raise CorruptRecordError(f"{source}: version {data.get('version')!r} is not {FORMAT_VERSION}")
     values: dict[str, object] = {}
     for key, typ in _FIELDS.items():
         value = data.get(key, "" if key == "container" else None)
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, typ) or isinstance(value, bool):
-            raise EndpointError(f"{source}: {key} = {value!r}: expected {typ.__name__}")
+            raise CorruptRecordError(f"{source}: {key} = {value!r}: expected {typ.__name__}")
         values[key] = value
     port, secret, job_id = data["port"], data["secret"], data["job_id"]
     if not 0 < port < 65536:
-        raise EndpointError(f"{source}: port = {port!r}: out of range")
+        raise CorruptRecordError(f"{source}: port = {port!r}: out of range")
     if len(secret) != 64 or not all(c in "0123456789abcdef" for c in secret):
-        raise EndpointError(f"{source}: secret: expected 64 hex digits")
+        raise CorruptRecordError(f"{source}: secret: expected 64 hex digits")
     if not is_job_id(job_id) or source.parent.name != job_id:
-        raise EndpointError(f"{source}: job_id = {job_id!r}: does not match its folder")
+        raise CorruptRecordError(f"{source}: job_id = {job_id!r}: does not match its folder")
     return Endpoint(**values)  # type: ignore[arg-type]
 
 
@@ -121,8 +121,13 @@ def publish(ep: Endpoint) -> Path:
 
 
 def read(path: Path) -> Endpoint:
-    """The record at ``path``; EndpointError if unsafe or malformed (FileNotFoundError passes)."""
-    ep = from_json(read_private(path), path)
+    """The record at ``path``: :class:`CorruptRecordError` if it does not parse (stale: callers
+    drop it), another :class:`EndpointError` if it is unsafe; FileNotFoundError passes."""
+    try:
+        text = read_private(path)
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError(f"{path}: not UTF-8 text: {exc}") from exc
+    ep = from_json(text, path)
     st = os.stat(path)
     ep.identity = (st.st_dev, st.st_ino, st.st_mtime)
     return ep
@@ -171,11 +176,16 @@ def find(
     With ``broken``, the paths of our own records that cannot be used (corrupt, an older
     format) are appended to it: callers on the proxy path remove them as stale.
     """
+    paths.check_trusted()  # StrictModes for config, known_hosts, profiles and state
     found = []
+    folder = paths.jobs_dir()
     try:
-        entries = list(os.scandir(paths.jobs_dir()))
+        entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise UnsafePathError(f"{folder}: cannot list the session records: {exc.strerror}; "
+                              f"check its owner and mode (chmod 700 {folder})") from exc
     for entry in entries:
         path = Path(entry.path) / "endpoint.json"
         try:

@@ -51,7 +51,17 @@ def parse_proxy_args(args: list[str]) -> tuple[str, str | None, str] | None:
             profile = value
         elif name == "--container":
             container = value
+        elif not _is_seconds(value):  # --timeout abc: the full CLI says what is wrong
+            return None
     return kind, profile, container
+
+
+def _is_seconds(value: str) -> bool:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return False
+    return 0 < seconds < float("inf")
 
 
 def default_profile() -> str:

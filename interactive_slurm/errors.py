@@ -11,6 +11,11 @@
      │    ├── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
      │    └── Aborted                the user gave up: a signal, or ssh closed stdin (exit 130)
      ├── EndpointError               an endpoint record is unreadable, unsafe or forged
+     │    └── CorruptRecordError     a record of ours that does not parse: treated as stale
+     ├── UnsafePathError             a file or folder the tool trusts is not yours alone
+     │                               (StrictModes): names the path and the fix
+     ├── FileSystemError             an OSError on the tool's own files (full disk, no
+     │                               permission): names the path
      ├── UpdateError                 the updater could not fetch, build, install or switch
      └── UsageError                  a command-line value is invalid
 """
@@ -61,6 +66,22 @@ class Aborted(ProxyError):
 
 class EndpointError(InteractiveSlurmError):
     """An endpoint record is malformed, or its file fails the ownership/mode checks."""
+
+
+class CorruptRecordError(EndpointError):
+    """A record that passed the ownership checks but does not parse (bad JSON, fields, job id).
+
+    Records are written atomically, so this is never a half-written one: readers treat it as
+    stale (the proxy removes it and goes on).
+    """
+
+
+class UnsafePathError(InteractiveSlurmError):
+    """A file or folder the tool trusts is owned by someone else or writable by others."""
+
+
+class FileSystemError(InteractiveSlurmError):
+    """Reading or writing one of the tool's own files failed (no space, no permission, ...)."""
 
 
 class UpdateError(InteractiveSlurmError):

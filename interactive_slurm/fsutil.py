@@ -1,17 +1,31 @@
-"""Small file helpers: atomic private writes and ownership/mode checks."""
+"""Small file helpers: atomic private writes and ownership/mode checks (like sshd's StrictModes).
+
+Every file or folder the tool trusts (config.toml, profiles, the managed known_hosts, the state
+and config folders) must be the user's and not writable by group or others, and so must every
+folder above it that the user owns (:func:`check_secure`, after OpenSSH's ``secure_path``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from interactive_slurm.errors import EndpointError
+from interactive_slurm.errors import EndpointError, FileSystemError, UnsafePathError
+
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
 def write_private_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and rename (no half file)."""
+    """Write ``text`` to ``path`` via a temp file in the same folder and rename (no half file).
+
+    The temp file is removed on any failure (a full filesystem included); ``path`` is then as
+    it was. ``mode`` is set explicitly, whatever the umask.
+    """
     import tempfile  # not needed on the proxy's fast path
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -28,14 +42,102 @@ def write_private_atomic(path: Path, text: str, mode: int = 0o600) -> None:
         raise
 
 
-def check_private(st: os.stat_result, path: Path) -> None:
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def check_private(
+    st: os.stat_result, path: Path, error: type[Exception] = EndpointError
+) -> None:
     """Refuse a file or folder not owned by us or writable by group/others (like StrictModes)."""
     if st.st_uid != os.getuid():
-        raise EndpointError(f"{path}: refusing: owned by uid {st.st_uid}, not by you ({os.getuid()})")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise EndpointError(
-            f"{path}: refusing: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        raise error(f"{path}: refusing: owned by {_owner(st.st_uid)}, not by you "
+                    f"({_owner(os.getuid())}); remove it and run again")
+    if st.st_mode & _WRITABLE_BY_OTHERS:
+        raise error(f"{path}: refusing: writable by group or others (mode "
+                    f"{stat.S_IMODE(st.st_mode):04o}); fix: chmod go-w {path}")
+
+
+class _Stat(Protocol):
+    @property
+    def st_uid(self) -> int: ...
+
+    @property
+    def st_mode(self) -> int: ...
+
+
+def _os_stat(path: Path) -> _Stat:
+    return os.stat(path)
+
+
+def check_secure(
+    path: Path, *, lookup: Callable[[Path], _Stat] | None = None, uid: int | None = None,
+    checked: set[Path] | None = None,
+) -> None:
+    """StrictModes for ``path`` (a file or folder the tool trusts) and the folders above it.
+
+    ``path`` (symlinks resolved, as sshd does) must be owned by the user (or root) and not
+    writable by group or others. Walking up: a folder the user owns must not be writable by
+    group or others either; the walk stops at the first folder owned by root, which must not be
+    writable by others unless it has the sticky bit (like ``/tmp``); a folder owned by anyone
+    else is refused. Raises :class:`UnsafePathError` naming the path and the fix;
+    FileNotFoundError if ``path`` does not exist. ``checked``: folders already found safe in
+    this round (the walk stops there; the ones found now are added). (``lookup`` and ``uid``
+    are for tests: a fake file system of absolute, resolved paths.)
+    """
+    uid = os.getuid() if uid is None else uid
+    real = Path(os.path.realpath(path)) if lookup is None else path
+    stat_of = _os_stat if lookup is None else lookup
+    st = stat_of(real)
+    where = path if real == Path(os.path.abspath(path)) else f"{path} (-> {real})"
+    if st.st_uid not in (uid, 0):
+        raise UnsafePathError(f"{where}: refusing: owned by {_owner(st.st_uid)}, not by you "
+                              f"({_owner(uid)}); remove it and run again")
+    if st.st_mode & _WRITABLE_BY_OTHERS:
+        raise UnsafePathError(f"{where}: refusing: writable by group or others (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}); fix: chmod go-w {real}")
+    probe = real
+    while probe.parent != probe:
+        probe = probe.parent
+        if checked is not None:
+            if probe in checked:
+                return
+            checked.add(probe)  # a refusal below ends the round anyway
+        st = stat_of(probe)
+        writable = st.st_mode & _WRITABLE_BY_OTHERS
+        if st.st_uid == uid and uid != 0:
+            if writable:
+                raise UnsafePathError(
+                    f"{where}: refusing: the folder {probe} is writable by group or others "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}); fix: chmod go-w {probe}"
+                )
+            continue
+        if st.st_uid == 0:
+            if writable and not st.st_mode & stat.S_ISVTX:
+                raise UnsafePathError(
+                    f"{where}: refusing: the folder {probe} (root's) is writable by group or "
+                    f"others without the sticky bit (mode {stat.S_IMODE(st.st_mode):04o}); "
+                    f"ask the admins to fix it, or set INTERACTIVE_SLURM_HOME elsewhere"
+                )
+            return
+        raise UnsafePathError(
+            f"{where}: refusing: the folder {probe} is owned by {_owner(st.st_uid)}, not by you "
+            "or root; move your files elsewhere (INTERACTIVE_SLURM_HOME)"
         )
+
+
+def check_secure_if_exists(path: Path, checked: set[Path] | None = None) -> bool:
+    """:func:`check_secure` when ``path`` exists; False when it does not."""
+    try:
+        check_secure(path, checked=checked)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def read_private(path: Path) -> str:
@@ -53,3 +155,15 @@ def read_private(path: Path) -> str:
     with os.fdopen(fd) as fh:
         check_private(os.fstat(fh.fileno()), path)
         return fh.read()
+
+
+def describe_os_error(exc: OSError, what: str = "") -> FileSystemError:
+    """A one-line :class:`FileSystemError` for ``exc``, naming its path (and ``what`` failed)."""
+    name = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason += " (the filesystem is full or over quota: free some space and run again)"
+    elif isinstance(exc, PermissionError) and name:
+        reason += f" (check the owner and mode of {name} and the folders above it)"
+    parts = [p for p in (str(name) if name else "", what, reason) if p]
+    return FileSystemError(": ".join(parts))

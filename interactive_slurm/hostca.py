@@ -16,8 +16,13 @@ import time
 from pathlib import Path
 
 from interactive_slurm import paths
-from interactive_slurm.errors import InteractiveSlurmError
-from interactive_slurm.fsutil import check_private, write_private_atomic
+from interactive_slurm.errors import InteractiveSlurmError, UnsafePathError
+from interactive_slurm.fsutil import (
+    check_private,
+    check_secure,
+    check_secure_if_exists,
+    write_private_atomic,
+)
 from interactive_slurm.runner import Runner
 
 DOMAIN = "interactive-slurm"
@@ -48,6 +53,8 @@ def ensure_ca(runner: Runner) -> Path:
                 "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "ca"),
                 "-C", f"interactive-slurm host CA of {getpass.getuser()}",
             ])
+            os.chmod(tmp / "ca", 0o600)  # explicit modes, whatever the umask
+            os.chmod(tmp / "ca.pub", 0o644)
             try:
                 os.rename(tmp, final)  # atomic; fails if another session won the race
             except OSError:
@@ -55,8 +62,9 @@ def ensure_ca(runner: Runner) -> Path:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    check_private(os.stat(final), final)
-    check_private(os.stat(final / "ca"), final / "ca")
+    check_secure(final)
+    check_private(os.stat(final), final, UnsafePathError)
+    check_private(os.stat(final / "ca"), final / "ca", UnsafePathError)
     return final / "ca"
 
 
@@ -125,8 +133,8 @@ def merge_known_hosts(existing: str, line: str) -> str:
 
 
 def write_known_hosts(path: Path, line: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    existing = path.read_text() if path.exists() else ""
+    paths.ensure_private_dir(path.parent)
+    existing = path.read_text() if check_secure_if_exists(path) else ""
     merged = merge_known_hosts(existing, line)
     if merged != existing:
         write_private_atomic(path, merged, mode=0o600)

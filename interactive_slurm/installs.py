@@ -99,8 +99,12 @@ def tool(root: Path, vid: str | None = None) -> Path:
 
 
 def _private_dirs(*dirs: Path) -> None:
-    for folder in dirs:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in dirs:  # missing parents too are 0700, whatever the umask (runs standalone)
+        for parent in [*reversed(folder.parents), folder]:
+            if not parent.exists():
+                with contextlib.suppress(FileExistsError):
+                    parent.mkdir(mode=0o700)
+                    os.chmod(parent, 0o700)
         os.chmod(folder, 0o700)
 
 

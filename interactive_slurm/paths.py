@@ -115,8 +115,23 @@ def known_hosts_file() -> Path:
     return config_dir() / "known_hosts"
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` and any missing parents, each 0700 (whatever the umask); leaf made 0700."""
+def trusted_paths() -> tuple[Path, ...]:
+    """The files and folders the tool trusts (checked like StrictModes when they exist)."""
+    return (config_dir(), config_file(), known_hosts_file(), user_profiles_dir(), state_dir(),
+            jobs_dir(), hostca_dir())
+
+
+def check_trusted() -> None:
+    """Refuse to go on when one of :func:`trusted_paths` (or a folder above) is unsafe."""
+    from interactive_slurm.fsutil import check_secure_if_exists
+
+    checked: set[Path] = set()  # the folders above them are mostly the same: walk each once
+    for path in trusted_paths():
+        check_secure_if_exists(path, checked)
+
+
+def make_private_dirs(path: Path) -> Path:
+    """Create ``path`` and any missing parents, each 0700 whatever the umask (no checks)."""
     missing = []
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -128,5 +143,18 @@ def ensure_private_dir(path: Path) -> Path:
             os.chmod(folder, 0o700)
         except FileExistsError:  # made meanwhile by a concurrent session or proxy
             pass
-    os.chmod(path, 0o700)
+    return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` and any missing parents, each 0700 (whatever the umask).
+
+    An existing folder keeps its mode (it is not silently "fixed"). Then ``path`` and the
+    folders above it are checked like StrictModes (:func:`fsutil.check_secure`): the tool
+    never writes into a folder others could swap.
+    """
+    make_private_dirs(path)
+    from interactive_slurm.fsutil import check_secure
+
+    check_secure(path)
     return path

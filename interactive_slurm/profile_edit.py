@@ -20,7 +20,7 @@ import tomli_w
 
 from interactive_slurm import paths, profiles, tomlio
 from interactive_slurm.errors import ConfigError, UsageError
-from interactive_slurm.fsutil import write_private_atomic
+from interactive_slurm.fsutil import check_secure_if_exists, write_private_atomic
 
 _INT_RE = re.compile(r"^[+-]?[0-9]+\Z", re.ASCII)
 _EXTRA_SPLIT_RE = re.compile(r",(?=--)")  # "--mail-type=END,FAIL,--exclusive" -> 2 options
@@ -125,7 +125,7 @@ def set_values(
     if not parsed:
         raise UsageError("nothing to set: give at least one KEY=VALUE such as gpu.gpus=8")
     path = paths.user_profiles_dir() / f"{name}.toml"
-    existed = path.is_file()
+    existed = check_secure_if_exists(path) and path.is_file()
     old_text = path.read_text() if existed else None
     if base is not None:
         profiles.check_profile_name(base)

@@ -19,6 +19,7 @@ from typing import Any
 
 from interactive_slurm import paths, tomlio
 from interactive_slurm.errors import ConfigError, UsageError
+from interactive_slurm.fsutil import check_secure, check_secure_if_exists
 
 KINDS = ("cpu", "gpu")
 SHIPPED_DIR = Path(__file__).parent / "profiles"
@@ -310,6 +311,8 @@ def available() -> dict[str, Path]:
     """Profile name -> file, user profiles overriding shipped ones."""
     found: dict[str, Path] = {}
     for folder in (SHIPPED_DIR, paths.user_profiles_dir()):
+        if folder != SHIPPED_DIR and not check_secure_if_exists(folder):
+            continue
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
                 if _PROFILE_NAME_RE.match(path.stem):
@@ -326,7 +329,10 @@ def load(name: str) -> Profile:
             f"unknown profile {name!r}; available profiles: {', '.join(sorted(choices)) or 'none'}"
         )
     path = choices[name]
-    return parse_profile(name, tomlio.load(path), path, shipped=path.parent == SHIPPED_DIR)
+    shipped = path.parent == SHIPPED_DIR
+    if not shipped:
+        check_secure(path)  # the user's own file: StrictModes
+    return parse_profile(name, tomlio.load(path), path, shipped=shipped)
 
 
 def sbatch_resource_args(res: Resources) -> list[str]:

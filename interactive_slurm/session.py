@@ -27,14 +27,13 @@ import socket
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from interactive_slurm import __version__, containers, endpoint, hostca, keyhole, paths
+from interactive_slurm import __version__, containers, endpoint, hostca, keyhole, paths, tmpdirs
 from interactive_slurm.errors import CommandError, SessionError
 from interactive_slurm.imagecache import ImageCache
 from interactive_slurm.runner import Runner, describe
@@ -240,7 +239,7 @@ class Session:
         paths.ensure_private_dir(paths.job_dir(self.spec.job_id))
         with contextlib.suppress(FileNotFoundError):  # a note from an earlier run of this job
             (paths.job_dir(self.spec.job_id) / endpoint.ENDED_NOTE).unlink()
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"interactive-slurm-{self.spec.job_id}-"))
+        self.tmp = tmpdirs.make_session_dir(self.runner, self.spec.job_id, self.say)
         key = self.tmp / "host_ed25519_key"
         self.runner.run([
             "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key),

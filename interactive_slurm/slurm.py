@@ -126,7 +126,9 @@ def render_batch_script(
         version=__version__,
         kind=kind,
         profile=profile,
-        command=shlex.join([python, "-m", "interactive_slurm", *args]),
+        # -I: isolated from the job's cwd ($HOME) and PYTHON* variables, so a ~/socket.py or
+        # ~/platformdirs.py cannot change the session.
+        command=shlex.join([python, "-I", "-m", "interactive_slurm", *args]),
     )
 
 

@@ -1,7 +1,8 @@
-"""Read TOML (tomllib on 3.11+, tomli before) with errors that name the file."""
+"""Read TOML (tomllib on 3.11+, tomli before) with errors that name the file, line and column."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on older interpreters only
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
+_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
 
 def load(path: Path) -> dict[str, Any]:
     try:
@@ -22,7 +25,17 @@ def load(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raise decode_error(path, exc) from exc
+
+
+def decode_error(path: Path, exc: ValueError) -> ConfigError:
+    """``PATH: line L, column C: not valid TOML: WHY`` (the position first, where it is known)."""
+    text = str(exc)
+    m = _AT.search(text)
+    if m:
+        return ConfigError(f"{path}: line {m.group(1)}, column {m.group(2)}: not valid TOML: "
+                           f"{text[:m.start()].rstrip()}")
+    return ConfigError(f"{path}: not valid TOML: {text}")
 
 
 def loads(text: str, path: Path) -> dict[str, Any]:
@@ -31,4 +44,4 @@ def loads(text: str, path: Path) -> dict[str, Any]:
         data: dict[str, Any] = tomllib.loads(text)
         return data
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raise decode_error(path, exc) from exc

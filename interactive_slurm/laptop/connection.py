@@ -10,6 +10,7 @@ verified connection setup runs its commands and uploads the wheels (SFTP).
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 import asyncssh
 
+from interactive_slurm import paths
 from interactive_slurm.errors import InteractiveSlurmError
 
 
@@ -228,9 +230,9 @@ async def _trust_new_host_key(host: str, port: int, term: Terminal, tunnel: Any,
         )
     if not term.confirm(question, default=False):
         raise LoginError(f"{pattern}: host key not trusted; nothing was changed")
-    known.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.make_private_dirs(known.parent)
     line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
-    with open(known, "a", encoding="utf-8") as fh:
+    fd = os.open(known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # 0600 whatever the umask
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(line)
-    known.chmod(0o600)
     term.say(f"added {pattern} to {known}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interactive_slurm import __version__, config, installs, paths
+from interactive_slurm import __version__, config, fsutil, installs, paths
 from interactive_slurm.errors import ConfigError, InteractiveSlurmError
 from interactive_slurm.laptop import changes, jsonc, remote_scripts, sshconfig, vscode, wheels
 from interactive_slurm.laptop.connection import Login, Target, Terminal
@@ -168,7 +168,8 @@ def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str
         windows=req.system == "Windows",
     )
     out: list[changes.Change] = []
-    # The managed known_hosts: exactly the cluster's CA line.
+    # The managed known_hosts: exactly the cluster's CA line (ours alone, like StrictModes).
+    fsutil.check_secure_if_exists(known)
     ca_text = f"{ca_line}\n" if ca_line else "<the @cert-authority line read from the cluster>\n"
     out.append(changes.Change(known, changes.read(known), ca_text, backup=False))
     # ~/.ssh/config

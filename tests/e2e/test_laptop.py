@@ -15,8 +15,9 @@ def test_laptop_hops_through_the_login_node(harness: Harness, tmp_path: Path) ->
     hop = f"ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={login_known}"
 
     cfg = harness.tool("ssh-config", "--login", "localhost", "--remote-command", str(TOOL)).stdout
-    assert "ProxyCommand ssh localhost " in cfg
-    cfg = cfg.replace("ProxyCommand ssh localhost", f"ProxyCommand {hop} localhost")
+    # ConnectTimeout bounds the hop to the login node only (not the wait in the queue).
+    assert "ProxyCommand ssh -o ConnectTimeout=30 localhost " in cfg
+    cfg = cfg.replace("ProxyCommand ssh -o", f"ProxyCommand {hop} -o")
     laptop_cfg = tmp_path / "laptop_ssh_config"
     laptop_cfg.write_text(cfg)
 

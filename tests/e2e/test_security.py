@@ -138,16 +138,24 @@ def test_forged_endpoint_of_another_user_is_refused(harness: Harness, other_user
     as_other("sh", "-c", f"umask 077; mkdir {jobs}/4242 && cat > {jobs}/4242/endpoint.json",
              input=json.dumps(record), check=True)
     try:
+        # The careless chmod itself is refused (StrictModes), with the fix ...
+        refused = harness.remote("ssh", "4242", check=False)
+        assert refused.returncode == 1 and f"fix: chmod go-w {jobs}\n" in refused.stderr
+        result = harness.ssh("slurm-cpu", "true", check=False, timeout=60)
+        assert result.returncode == 255 and f"fix: chmod go-w {jobs}\n" in result.stderr
+        assert my_jobs() == []
+        # ... and once fixed, her record is refused, and the proxy skips it and starts a real
+        # session.
+        jobs.chmod(0o700)
         refused = harness.remote("ssh", "4242", check=False)
         assert refused.returncode == 1
-        assert f"{jobs}/4242: refusing: owned by uid" in refused.stderr
-        # The proxy skips it and starts a real session.
+        assert f"{jobs}/4242: refusing: owned by isother" in refused.stderr
         out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
         assert "JOB=4242" not in out and f"JOB={my_jobs()[0]['id']}" in out
-        assert state.stat().st_mode & 0o777 == 0o700  # the careless chmod was repaired
     finally:
-        state.chmod(0o711)  # the proxy made it private again (good); let the other user clean up
+        jobs.chmod(0o777)  # let the other user clean up
         as_other("rm", "-rf", f"{jobs}/4242", check=True)
+        jobs.chmod(0o700)
 
 
 def test_the_other_user_never_reaches_the_session_sshd(harness: Harness, other_user: None,

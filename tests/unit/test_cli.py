@@ -306,7 +306,7 @@ def test_ssh_config_prints_host_entries_and_writes_the_trust_file(home: Path) ->
     assert result.exit_code == 0
     known = home / "config" / "known_hosts"
     script = Path(sys.executable).parent / "interactive-slurm"
-    command = str(script) if script.exists() else f"{sys.executable} -m interactive_slurm"
+    command = str(script) if script.exists() else f"{sys.executable} -I -m interactive_slurm"
     assert result.stdout == block(command, known)
     ca_pub = (home / "state" / "hostca" / "ca.pub").read_text().strip()
     assert known.read_text() == hostca.known_hosts_line(ca_pub) + "\n"
@@ -316,7 +316,8 @@ def test_ssh_config_for_a_laptop_hops_through_the_login_node(home: Path) -> None
     result = invoke(cli.cli, ["ssh-config", "--login", "login01"])
     assert result.exit_code == 0
     known = home / "config" / "known_hosts"
-    assert result.stdout == block("ssh login01 interactive-slurm", known, login="login01")
+    assert result.stdout == block("ssh -o ConnectTimeout=30 login01 interactive-slurm", known,
+                                  login="login01")
     assert not known.exists()  # the laptop makes no CA of its own: it trusts the cluster's
     assert not (home / "state" / "hostca").exists()
 

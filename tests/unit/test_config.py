@@ -89,7 +89,7 @@ def test_bad_default_profile() -> None:
 
 def test_invalid_toml_names_the_file() -> None:
     path = write_config("wait_timeout = \n")
-    with pytest.raises(ConfigError, match=f"^{path}: not valid TOML"):
+    with pytest.raises(ConfigError, match=f"^{path}: line 1, column 16: not valid TOML: Invalid value$"):
         config.load()
 
 

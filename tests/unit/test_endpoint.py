@@ -125,7 +125,8 @@ def test_read_refuses_a_group_writable_file() -> None:
     os.chmod(path, 0o620)
     with pytest.raises(EndpointError) as info:
         endpoint.read(path)
-    assert str(info.value) == f"{path}: refusing: writable by group or others (mode 0620)"
+    assert str(info.value) == (f"{path}: refusing: writable by group or others (mode 0620); "
+                               f"fix: chmod go-w {path}")
 
 
 def test_read_refuses_a_file_in_a_group_writable_dir() -> None:
@@ -133,7 +134,8 @@ def test_read_refuses_a_file_in_a_group_writable_dir() -> None:
     os.chmod(path.parent, 0o770)
     with pytest.raises(EndpointError) as info:
         endpoint.read(path)
-    assert str(info.value) == f"{path.parent}: refusing: writable by group or others (mode 0770)"
+    assert str(info.value) == (f"{path.parent}: refusing: writable by group or others (mode 0770); "
+                               f"fix: chmod go-w {path.parent}")
 
 
 def test_read_refuses_a_symlink(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ from interactive_slurm import entry, proxy
         (["gpu", "--profile", "development"], ("gpu", "development", "")),
         (["cpu", "--profile=dev", "--container=img.sqsh"], ("cpu", "dev", "img.sqsh")),
         (["cpu", "--timeout", "30"], ("cpu", None, "")),
+        (["cpu", "--timeout", "abc"], None),  # the full CLI refuses it with a usage error
+        (["cpu", "--timeout=-5"], None),
+        (["cpu", "--timeout", "inf"], None),
         ([], None),
         (["tpu"], None),
         (["cpu", "--help"], None),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from interactive_slurm import hostca, paths
-from interactive_slurm.errors import EndpointError
+from interactive_slurm.errors import UnsafePathError
 from interactive_slurm.runner import SubprocessRunner
 
 from .fakes import FakeRunner, ok
@@ -83,7 +83,7 @@ def test_ensure_ca_makes_a_private_key_once(home: Path) -> None:
 def test_ensure_ca_refuses_a_group_writable_folder() -> None:
     ca = hostca.ensure_ca(SubprocessRunner())
     os.chmod(ca.parent, 0o770)
-    with pytest.raises(EndpointError, match="writable by group or others"):
+    with pytest.raises(UnsafePathError, match=f"writable by group .*chmod go-w {ca.parent}$"):
         hostca.ensure_ca(FakeRunner())
 
 

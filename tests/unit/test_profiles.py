@@ -232,7 +232,7 @@ def test_invalid_toml_names_the_file() -> None:
     folder = paths.user_profiles_dir()
     folder.mkdir(parents=True)
     (folder / "broken.toml").write_text("[cpu\n")
-    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match=r"broken\.toml: line 1, column 5: not valid TOML: Expected"):
         profiles.load("broken")
 
 

@@ -245,7 +245,7 @@ def test_render_batch_script_quotes_a_python_path_with_a_space() -> None:
     )
     assert script.startswith("#!/bin/bash\n")
     assert script.splitlines()[-1] == (
-        "exec '/home/a user/venv/bin/python' -m interactive_slurm session --kind cpu "
+        "exec '/home/a user/venv/bin/python' -I -m interactive_slurm session --kind cpu "
         "--profile default --valid-for 28800"
     )
 
