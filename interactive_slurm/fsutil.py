@@ -11,11 +11,11 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
 from interactive_slurm.errors import EndpointError, FileSystemError, UnsafePathError
+
+TYPE_CHECKING = False  # not typing's: this module is on the fast path, which does not import typing
 
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
@@ -63,12 +63,16 @@ def check_private(
                     f"{stat.S_IMODE(st.st_mode):04o}); fix: chmod go-w {path}")
 
 
-class _Stat(Protocol):
-    @property
-    def st_uid(self) -> int: ...
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
 
-    @property
-    def st_mode(self) -> int: ...
+    class _Stat(Protocol):
+        @property
+        def st_uid(self) -> int: ...
+
+        @property
+        def st_mode(self) -> int: ...
 
 
 def _os_stat(path: Path) -> _Stat:

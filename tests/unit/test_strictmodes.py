@@ -23,12 +23,12 @@ from interactive_slurm import (
     profile_edit,
     profiles,
     proxy,
+    slurm,
     tmpdirs,
 )
 from interactive_slurm.errors import (
     ConfigError,
     CorruptRecordError,
-    EndpointError,
     UnsafePathError,
 )
 from interactive_slurm.laptop import changes
@@ -365,7 +365,7 @@ def test_a_new_session_sweeps_temp_dirs_of_ended_jobs(tmp_path: Path) -> None:
         "other-7-ffff", folder.name,
     ])
     assert folder.name.startswith("interactive-slurm-9-")
-    assert runner.argvs("squeue")[0][:2] == ("squeue", "--me")
+    assert runner.argvs("squeue")[0] == tuple(slurm.squeue_mine_argv())
     assert said and said[0].startswith("removed 2 temp dir(s) left by ended sessions: ")
 
 
