@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TOOL, Harness, my_jobs, wait_for
+from .conftest import REQUIRED, TOOL, Harness, my_jobs, wait_for
 from .test_security import as_other, endpoint_of, kill_session_hard, other_user  # noqa: F401
 
 OTHER_USER = pytest.mark.usefixtures("other_user")
@@ -163,8 +163,12 @@ def test_a_corrupt_config_or_profile_names_the_file_and_line(harness: Harness) -
 FULL_FS = os.environ.get("INTERACTIVE_SLURM_TEST_FULL_FS", "")
 
 
-@pytest.mark.skipif(not FULL_FS, reason="no test tmpfs (scripts/test mounts one as root)")
 def test_a_full_state_filesystem_is_a_clear_error_and_leaves_no_half_file(harness: Harness) -> None:
+    if not FULL_FS:
+        message = "no test tmpfs: scripts/test mounts one as root (INTERACTIVE_SLURM_TEST_FULL_FS)"
+        if REQUIRED:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
     home = Path(FULL_FS) / f"home-{uuid.uuid4().hex[:8]}"
     filler = Path(FULL_FS) / f"filler-{home.name}"
     env = {**harness.env, "INTERACTIVE_SLURM_HOME": str(home)}
