@@ -44,6 +44,7 @@ ENV_PREFIXES = ("SLURM_", "INTERACTIVE_SLURM_")
 ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "TMPDIR")
 _ENV_VALUE_RE = re.compile(r"^[^\"\\\n\r\x00]*\Z", re.ASCII)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
+LINGER_SECONDS = 5.0  # a SIGTERMed sshd's connection waits this long for our note
 PORT_ATTEMPTS = 20
 BACKLOG = 512
 #: Connections that have not proven the secret yet, at most; beyond, the oldest is dropped.
@@ -210,6 +211,7 @@ class Session:
         self.pending: dict[int, _Pending] = {}  # insertion order: oldest first
         self.children: dict[int, _Child] = {}
         self.failed_starts = 0
+        self.lingering: list[tuple[float, socket.socket]] = []  # (close at, connection)
         self.started = time.monotonic()
         self.wall_start = time.time()
         self.container: containers.Container | None = None
@@ -429,7 +431,13 @@ class Session:
             if code is None:
                 continue
             del self.children[pid]
-            child.sock.close()
+            if code == -signal.SIGTERM:
+                # Slurm signals every process of an ending job at once, so this sshd may be
+                # gone before our own SIGTERM arrives: keep its connection open a moment, so
+                # the proxy finds the ended note we are about to write, not a bare close.
+                self.lingering.append((time.monotonic() + LINGER_SECONDS, child.sock))
+            else:
+                child.sock.close()
             if code != 0 and time.monotonic() - child.started < STARTUP_SECONDS:
                 self.failed_start()
             else:
@@ -456,6 +464,8 @@ class Session:
                 wake = next_renew
                 if self.pending:
                     wake = min(wake, next(iter(self.pending.values())).deadline)
+                if self.lingering:
+                    wake = min(wake, self.lingering[0][0])
                 for key, _events in sel.select(max(0.0, wake - now)):
                     if key.data == "listen":
                         self.accept(sel, key.fileobj)  # type: ignore[arg-type]
@@ -469,6 +479,8 @@ class Session:
                         self.readable(sel, key.fd)
                 self.reap()
                 now = time.monotonic()
+                while self.lingering and self.lingering[0][0] <= now:
+                    self.lingering.pop(0)[1].close()
                 while self.pending:  # deadlines only grow with insertion order
                     fd, item = next(iter(self.pending.items()))
                     if item.deadline > now:
@@ -503,6 +515,9 @@ class Session:
                                  reason + "\n")
 
     def stop_children(self) -> None:
+        for _, sock in self.lingering:
+            sock.close()
+        self.lingering.clear()
         for child in self.children.values():
             with contextlib.suppress(OSError):
                 child.proc.terminate()
