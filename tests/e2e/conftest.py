@@ -280,3 +280,10 @@ def login_node() -> LoginNode:
             pytest.fail(f"test login nodes not usable: {problem}", pytrace=False)
         pytest.skip(f"test login nodes not usable: {problem}")
     return node
+
+
+def delayed_profile(begin: str, description: str) -> str:
+    """A small profile whose jobs may start only at ``begin`` (sbatch --begin), e.g. now+25."""
+    return (f'description = "{description}"\nextra = ["--begin={begin}"]\n'
+            '[cpu]\ntime = "00:10:00"\ncpus = 1\nmem = "1G"\n'
+            '[gpu]\ntime = "00:10:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')

@@ -14,24 +14,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from .conftest import REQUIRED, Harness, my_jobs, wait_for
+from .conftest import REQUIRED, Harness, delayed_profile, my_jobs, wait_for
 
 FAULT = "/usr/local/sbin/interactive-slurm-test-fault"
 
 # Starts 25 s after submission: pending (BeginTime) while slurmctld is away, then runs.
-SOON = """\
-description = "Starts 25 s after it is submitted."
-extra = ["--begin=now+25"]
-[cpu]
-time = "00:10:00"
-cpus = 1
-mem = "1G"
-[gpu]
-time = "00:10:00"
-gpus = 1
-cpus = 1
-mem = "1G"
-"""
+SOON = delayed_profile("now+25", "Starts 25 s after it is submitted.")
 
 
 def fault(verb: str) -> None:

@@ -11,21 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Harness, my_jobs, wait_for
+from .conftest import Harness, delayed_profile, my_jobs, wait_for
 
-LATER = """\
-description = "Starts in an hour: stays PENDING (BeginTime) for the test."
-extra = ["--begin=now+3600"]
-[cpu]
-time = "00:10:00"
-cpus = 1
-mem = "1G"
-[gpu]
-time = "00:10:00"
-gpus = 1
-cpus = 1
-mem = "1G"
-"""
+LATER = delayed_profile("now+3600", "Starts in an hour: stays PENDING (BeginTime) for the test.")
 
 
 def read_banner(proc: subprocess.Popen[bytes]) -> bytes:
