@@ -33,7 +33,13 @@ from interactive_slurm.errors import (
     JobEndedError,
     ProxyError,
 )
-from interactive_slurm.fastpath import StaleEndpoint, find_and_connect, open_connection, report_end
+from interactive_slurm.fastpath import (
+    StaleEndpoint,
+    find_and_connect,
+    open_connection,
+    report_end,
+    warn_time_left,
+)
 from interactive_slurm.runner import Runner
 
 UNREACHABLE_GRACE = 30.0  # seconds a new endpoint may fail the keyhole before we give up
@@ -107,7 +113,7 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     script = slurm.render_batch_script(
         python=sys.executable, kind=req.kind, profile=req.profile,
         valid_for=res.time_seconds, container=container or None,
-        runtime=res.container_runtime,
+        runtime=res.container_runtime, idle_timeout=res.idle_timeout,
     )
     return slurm.submit(runner, argv, script)
 
@@ -499,6 +505,7 @@ def run(
         )
     else:
         ep, sock = found
+    warn_time_left(ep, cfg.warn_time_left, err)
     with sock:
         splice(stdin_fd, stdout_fd, sock, initial)
     report_end(ep.job_id, err)
