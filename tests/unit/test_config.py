@@ -48,7 +48,8 @@ def test_unknown_key_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as info:
         config.load()
     assert str(info.value) == (
-        f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, warn_time_left, sshd, clusters, update"
+        f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, "
+        "warn_time_left, sshd, clusters, update"
     )
 
 
