@@ -236,3 +236,11 @@ def test_a_record_not_renewed_within_the_lease_is_expired() -> None:
     stale = time.time() - endpoint.LEASE_SECONDS - 1
     os.utime(path, (stale, stale))
     assert endpoint.expired(endpoint.read(path))
+
+
+def test_a_record_without_ends_at_reads_as_unknown(tmp_path: Path) -> None:
+    data = json.loads(make().to_json())
+    del data["ends_at"]
+    folder = tmp_path / "42"
+    folder.mkdir()
+    assert endpoint.from_json(json.dumps(data), folder / "endpoint.json").ends_at == 0.0
