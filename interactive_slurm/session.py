@@ -220,31 +220,30 @@ def process_parents(proc: Path = Path("/proc")) -> dict[int, int]:
     return parents
 
 
-def own_ttys(pids: set[int], proc: Path = Path("/proc")) -> set[str]:
-    """The pty slaves (``/dev/pts/N``) that these processes hold open and this user owns."""
-    ttys = set()
-    for pid in pids:
+def own_ttys(pids: set[int], proc: Path = Path("/proc")) -> list[Path]:
+    """One ``/proc/PID/fd/N`` link for each pty slave (``/dev/pts/N``) that these processes hold
+    open and this user owns. The link itself is what gets opened: the very device the process
+    holds, even when its ``/dev/pts`` is another one (a container's)."""
+    found: dict[int, Path] = {}
+    for pid in sorted(pids):
         try:
-            fds = list((proc / str(pid) / "fd").iterdir())
+            fds = sorted((proc / str(pid) / "fd").iterdir())
         except OSError:
             continue
         for fd in fds:
             try:
                 target = os.readlink(fd)
+                st = os.stat(fd)
             except OSError:
                 continue
             if not (target.startswith("/dev/pts/") and target[len("/dev/pts/"):].isdigit()):
                 continue
-            try:
-                st = os.stat(target)
-            except OSError:
-                continue
             if stat.S_ISCHR(st.st_mode) and st.st_uid == os.getuid():
-                ttys.add(target)
-    return ttys
+                found.setdefault(st.st_rdev, fd)
+    return list(found.values())
 
 
-def write_to_tty(path: str, text: str) -> bool:
+def write_to_tty(path: Path | str, text: str) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError:
@@ -568,7 +567,7 @@ class Session:
         line = (f"\r\ninteractive-slurm: job {self.spec.job_id} reaches its time limit in "
                 f"{format_duration(round(left / 60) * 60 if left >= 60 else left)} (at {at}); "
                 "save your work\r\n")
-        told = sum(write_to_tty(tty, line) for tty in sorted(ttys))
+        told = sum(write_to_tty(tty, line) for tty in ttys)
         self.say(f"the time limit is at {at}; told {told} open shell(s)")
 
     def serve(self) -> int:
@@ -585,6 +584,7 @@ class Session:
             for listener in self.listeners:
                 sel.register(listener, selectors.EVENT_READ, "listen")
             sel.register(rfd, selectors.EVENT_READ, "signal")
+            self.idle_since = time.monotonic()  # idle from now, not from the job's start
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             next_renew = time.monotonic() + endpoint.RENEW_SECONDS
             while True:

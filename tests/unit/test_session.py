@@ -320,9 +320,11 @@ def test_own_ttys_finds_only_pty_slaves_this_user_owns(tmp_path: Path) -> None:
         (fds / "0").symlink_to(name)
         (fds / "1").symlink_to("/dev/null")
         (fds / "2").symlink_to("/dev/pts/999999")  # gone
+        (fds / "3").symlink_to(name)  # the same pty again: told once
         (tmp_path / "101").mkdir()  # a process whose fds we may not list
-        assert session.own_ttys({100, 101, 102}, proc=tmp_path) == {name}
-        assert session.write_to_tty(name, "hello\r\n")
+        [link] = session.own_ttys({100, 101, 102}, proc=tmp_path)
+        assert link == fds / "0"
+        assert session.write_to_tty(link, "hello\r\n")
         assert os.read(master, 100).startswith(b"hello\r")
     finally:
         os.close(master)
