@@ -201,7 +201,10 @@ def profiles_cmd(ctx: click.Context) -> None:
 def _echo_profile(prof: profiles.Profile) -> None:
     click.echo(f"{prof.name}: {prof.description} ({prof.source})")
     for kind in profiles.KINDS:
-        args = " ".join(profiles.sbatch_resource_args(prof.resources(kind)))
+        res = prof.resources(kind)
+        args = " ".join(profiles.sbatch_resource_args(res))
+        if res.idle_timeout:
+            args += f"  (idle_timeout: {profiles.format_seconds(res.idle_timeout)})"
         click.echo(f"  {kind}: {args}")
 
 

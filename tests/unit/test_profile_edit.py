@@ -405,3 +405,12 @@ def test_profiles_help_names_the_forms() -> None:
         result.stdout
     )
     assert "interactive-slurm profiles set default gpu.gpus=2" in result.stdout
+
+
+def test_set_idle_timeout_and_show_it() -> None:
+    result = invoke(["profiles", "set", "lazy", "--from", "default",
+                     "idle_timeout=30m", "gpu.idle_timeout=20m"])
+    assert result.exit_code == 0, result.output
+    shown = invoke(["profiles", "show", "lazy"]).output
+    assert "--mem=16G  (idle_timeout: 00:30:00)\n" in shown
+    assert "--gres=gpu:1  (idle_timeout: 00:20:00)\n" in shown
