@@ -427,12 +427,14 @@ def failure(job_id: str, tail: int = 16384) -> str:
     return f": {errors[-1][:1000]}" if errors else ""
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: Signals that abort the wait. SIGPIPE too: Python ignores it, so a ``kill -PIPE`` (or a write
+#: to the gone ssh client's stderr) would otherwise leave the proxy waiting.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE)
 
 
 @contextmanager
 def signals_blocked() -> Iterator[None]:
-    """Hold SIGTERM/SIGHUP/SIGINT until the block ends (they are delivered then)."""
+    """Hold SIGTERM/SIGHUP/SIGINT/SIGPIPE until the block ends (they are delivered then)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
@@ -442,7 +444,7 @@ def signals_blocked() -> Iterator[None]:
 
 @contextmanager
 def abort_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP/SIGINT into :class:`Aborted` while waiting."""
+    """Turn SIGTERM/SIGHUP/SIGINT/SIGPIPE into :class:`Aborted` while waiting."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Aborted(f"interrupted by {signal.Signals(signum).name}")
