@@ -128,9 +128,9 @@ class PlainSshd:
             raise SystemExit(f"no sshd_config of job {job} under {tmp}")
         self.host, self.port = str(record["host"]), free_port()
         text = configs[0].read_text()
-        text = re.sub(r"^Port .*$", f"Port {self.port}", text, flags=re.MULTILINE)
-        text = re.sub(r"^PidFile .*$", f"PidFile {work / 'plain-sshd.pid'}", text,
-                      flags=re.MULTILINE)
+        # The session's config is for `sshd -i` (no Port, PidFile none): give it a listener.
+        text = re.sub(r"^(Port|PidFile) .*\n", "", text, flags=re.MULTILINE)
+        text = f"Port {self.port}\nPidFile {work / 'plain-sshd.pid'}\n{text}"
         cfg = work / "plain_sshd_config"
         cfg.write_text(text)
         cfg.chmod(0o600)

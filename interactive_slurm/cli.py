@@ -68,7 +68,10 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
 @click.option("--container", default="", help="Container image for sshd.")
 @click.option("--container-runtime", default="",
               help="enroot, apptainer, singularity or charliecloud (default: the first installed).")
-def session_cmd(kind: str, profile: str, valid_for: int, container: str, container_runtime: str) -> None:
+@click.option("--idle-timeout", type=click.IntRange(min=0), default=0,
+              help="Cancel the job after this many seconds without an SSH connection (0: never).")
+def session_cmd(kind: str, profile: str, valid_for: int, container: str, container_runtime: str,
+                idle_timeout: int) -> None:
     """Compute-node side (run by the batch script): serve sshd for this job.
 
     \b
@@ -84,8 +87,9 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str, contain
             os.chmod(paths.job_log(job_id), 0o600)
     spec = session.spec_from_env(
         os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
-        container=container, container_runtime=container_runtime,
+        container=container, container_runtime=container_runtime, idle_timeout=idle_timeout,
     )
+    os.environ.pop(session.WARN_BEFORE_ENV, None)  # the session's own: not passed on to shells
     sys.exit(session.Session(cli_base.runner(), spec).run())
 
 
@@ -197,7 +201,10 @@ def profiles_cmd(ctx: click.Context) -> None:
 def _echo_profile(prof: profiles.Profile) -> None:
     click.echo(f"{prof.name}: {prof.description} ({prof.source})")
     for kind in profiles.KINDS:
-        args = " ".join(profiles.sbatch_resource_args(prof.resources(kind)))
+        res = prof.resources(kind)
+        args = " ".join(profiles.sbatch_resource_args(res))
+        if res.idle_timeout:
+            args += f"  (idle_timeout: {profiles.format_seconds(res.idle_timeout)})"
         click.echo(f"  {kind}: {args}")
 
 

@@ -4,6 +4,7 @@
 
     default_profile = "default"   # the profile `proxy` uses without --profile
     wait_timeout = 1800           # seconds the proxy waits for a session before giving up
+    warn_time_left = "30m"        # the proxy warns when the reused job has less than this left
     sshd = "/usr/sbin/sshd"       # the sshd binary on compute nodes (absolute path)
 
     [clusters.slurm]              # on a laptop: what `interactive-slurm setup` set up
@@ -34,9 +35,11 @@ from typing import Any
 from interactive_slurm import paths, tomlio
 from interactive_slurm.errors import ConfigError
 from interactive_slurm.fsutil import check_secure_if_exists
-from interactive_slurm.profiles import check_profile_name
+from interactive_slurm.profiles import check_profile_name, parse_duration
 
 CHANNELS = ("stable", "pre")
+#: Seconds: below this much time left in a reused job, the proxy says so on stderr.
+DEFAULT_WARN_TIME_LEFT = 1800
 _PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
 
 
@@ -78,6 +81,7 @@ class Cluster:
 class Config:
     default_profile: str = "default"
     wait_timeout: float = 1800.0
+    warn_time_left: int = DEFAULT_WARN_TIME_LEFT
     sshd: str = "/usr/sbin/sshd"
     update: UpdateConfig = field(default_factory=UpdateConfig)
     clusters: tuple[Cluster, ...] = field(default=())
@@ -87,7 +91,7 @@ class Config:
         return next((c for c in self.clusters if c.name == name), None)
 
 
-KEYS = ("default_profile", "wait_timeout", "sshd", "clusters", "update")
+KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "clusters", "update")
 _CLUSTER_STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
 _CLUSTER_LIST = ("hosts", "vscode", "vscode_globals")
 
@@ -204,6 +208,15 @@ def parse(data: dict[str, Any], source: Path) -> Config:
             raise ConfigError(f"{source}: default_profile: {exc}") from exc
     if "wait_timeout" in data:
         values["wait_timeout"] = _positive(data["wait_timeout"], f"{source}: wait_timeout", "seconds")
+    if "warn_time_left" in data:
+        value = data["warn_time_left"]
+        try:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            values["warn_time_left"] = parse_duration(value)
+        except ValueError:
+            raise ConfigError(f"{source}: warn_time_left = {value!r}: expected a duration such as "
+                              "\"30m\", \"1h\" or \"00:45:00\"") from None
     if "sshd" in data:
         value = data["sshd"]
         if not isinstance(value, str) or not value.startswith("/") or "\n" in value:

@@ -29,7 +29,10 @@ ENDED_NOTE = "ended"
 _FIELDS: dict[str, type] = {
     "job_id": str, "kind": str, "profile": str, "host": str, "port": int, "host_key": str,
     "session_pid": int, "started_at": float, "container": str, "secret": str, "version": int,
+    "ends_at": float,
 }
+#: Fields a record of this version may lack (added later without a version bump): their default.
+_OPTIONAL: dict[str, object] = {"container": "", "ends_at": 0.0}
 
 
 class Endpoint:
@@ -37,6 +40,7 @@ class Endpoint:
 
     __slots__ = (
         "container",
+        "ends_at",
         "host",
         "host_key",
         "identity",
@@ -54,11 +58,14 @@ class Endpoint:
         self, *, job_id: str, kind: str, profile: str, host: str, port: int, host_key: str,
         session_pid: int, started_at: float, secret: str, container: str = "",
         version: int = FORMAT_VERSION, identity: tuple[int, int, float] | None = None,
+        ends_at: float = 0.0,
     ) -> None:
         self.job_id, self.kind, self.profile, self.host = job_id, kind, profile, host
         self.port, self.host_key, self.session_pid = port, host_key, session_pid
         self.started_at, self.container, self.secret = started_at, container, secret
         self.version = version
+        #: When the job reaches its time limit (epoch seconds; 0.0: unknown).
+        self.ends_at = ends_at
         #: (st_dev, st_ino, st_mtime) of the file it was read from; None if not read from one.
         self.identity = identity
 
@@ -95,7 +102,7 @@ def from_json(text: str, source: Path) -> Endpoint:
         raise CorruptRecordError(f"{source}: version {data.get('version')!r} is not {FORMAT_VERSION}")
     values: dict[str, object] = {}
     for key, typ in _FIELDS.items():
-        value = data.get(key, "" if key == "container" else None)
+        value = data.get(key, _OPTIONAL.get(key))
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, typ) or isinstance(value, bool):

@@ -74,6 +74,20 @@ def default_profile() -> str:
     return config.load().default_profile
 
 
+def warn_threshold() -> float:
+    """``warn_time_left`` from config.toml; reads the file only when there is one."""
+    from interactive_slurm import paths
+
+    if not paths.config_file().exists():
+        return 1800.0  # config.DEFAULT_WARN_TIME_LEFT, without importing config
+    from interactive_slurm import config
+
+    try:
+        return config.load().warn_time_left
+    except InteractiveSlurmError:
+        return float(config.DEFAULT_WARN_TIME_LEFT)
+
+
 def fast_socket(
     kind: str, profile: str | None, container: str
 ) -> tuple[endpoint.Endpoint, socket.socket] | None:
@@ -175,10 +189,12 @@ def main() -> None:
             except KeyboardInterrupt:
                 sys.exit(130)
         if found is not None:
-            from interactive_slurm.fastpath import report_end
+            from interactive_slurm.fastpath import report_end, warn_time_left
             from interactive_slurm.splice import splice
 
             ep, sock = found
+            if ep.ends_at > 0:
+                warn_time_left(ep, warn_threshold())
             with sock:
                 splice(0, 1, sock)
             report_end(ep.job_id)

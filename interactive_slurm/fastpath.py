@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,4 +94,26 @@ def report_end(job_id: str, err: TextIO | None = None) -> None:
     if note:
         stream = err or sys.stderr
         stream.write(f"interactive-slurm: session ended: job {job_id} {note}\n")
+        stream.flush()
+
+
+def time_left_warning(ep: Endpoint, threshold: float, now: float | None = None) -> str | None:
+    """The line to show when ``ep``'s job has less than ``threshold`` seconds left (from the
+    record's ``ends_at``: no Slurm query); None when it has more, or its end is unknown."""
+    if ep.ends_at <= 0:
+        return None
+    left = ep.ends_at - (time.time() if now is None else now)
+    if left >= threshold:
+        return None
+    at = time.strftime("%H:%M", time.localtime(ep.ends_at))
+    amount = "less than a minute" if left < 60 else f"{int(left // 60)} min"
+    return (f"interactive-slurm: job {ep.job_id} has {amount} left before its time limit "
+            f"(at {at}); save your work, the next connect after that starts a new job")
+
+
+def warn_time_left(ep: Endpoint, threshold: float, err: TextIO | None = None) -> None:
+    line = time_left_warning(ep, threshold)
+    if line:
+        stream = err or sys.stderr
+        stream.write(line + "\n")
         stream.flush()

@@ -10,6 +10,7 @@ the key and the value.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ _CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.&|,*:\[\]-]{0,255}\Z", r
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./:#@+-]{0,255}\Z", re.ASCII)
 _MEM_RE = re.compile(r"^([1-9][0-9]*)([KMGT]?)\Z", re.IGNORECASE | re.ASCII)
 _SHORT_TIME_RE = re.compile(r"^([1-9][0-9]*)([mhd])\Z", re.ASCII)
+_DURATION_RE = re.compile(r"^([1-9][0-9]*)([smhd])\Z", re.ASCII)
 _SLURM_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?\Z", re.ASCII)
 _EXTRA_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:@+%/=\[\]-]{1,256}\Z", re.ASCII)
 
@@ -52,7 +54,8 @@ EXTRA_OPTIONS: Mapping[str, bool] = {
 }
 
 _NAME_KEYS = ("partition", "account", "qos", "reservation")
-_SHARED_KEYS = (*_NAME_KEYS, "constraint", "container", "container_runtime", "extra")
+_SHARED_KEYS = (*_NAME_KEYS, "constraint", "container", "container_runtime", "extra",
+                "idle_timeout")
 #: Values of ``container_runtime`` (unset: the first of these installed on the node).
 CONTAINER_RUNTIMES = ("enroot", "apptainer", "singularity", "charliecloud")
 _TABLE_KEYS = {
@@ -89,6 +92,8 @@ class Resources:
     container: str | None = None
     container_runtime: str | None = None
     extra: tuple[str, ...] = ()
+    #: Seconds without any SSH connection after which the session cancels its job (0: never).
+    idle_timeout: int = 0
 
     @property
     def time_seconds(self) -> int:
@@ -124,6 +129,18 @@ def time_to_seconds(value: str) -> int:
     if second is not None:  # M:S
         return int(first) * 60 + int(second)
     return int(first) * 60  # M
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in a duration: ``"30m"``, ``"2h"``, ``"1d"``, ``"45s"`` or a Slurm time
+    (``"90"`` is minutes, ``"01:30:00"``); ValueError for anything else or zero."""
+    short = _DURATION_RE.match(value)
+    if short:
+        return int(short.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[short.group(2)]
+    seconds = time_to_seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"not a duration: {value!r}")
+    return seconds
 
 
 def format_seconds(seconds: int) -> str:
@@ -228,6 +245,11 @@ def _check_optional(w: _Where, key: str, value: object) -> Any:
         raise w.error(key, value, f"expected one of: {', '.join(CONTAINER_RUNTIMES)}")
     if key == "gpu_type":
         return _check_pattern(w, key, value, _NAME_RE, "expected a GRES type such as \"a100\"")
+    if key == "idle_timeout":
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return parse_duration(value)
+        raise w.error(key, value, "expected a duration such as \"30m\", \"2h\" or \"01:30:00\"")
     if key == "extra":
         return _check_extra(w, value)
     raise AssertionError(key)  # pragma: no cover

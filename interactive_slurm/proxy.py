@@ -33,7 +33,13 @@ from interactive_slurm.errors import (
     JobEndedError,
     ProxyError,
 )
-from interactive_slurm.fastpath import StaleEndpoint, find_and_connect, open_connection, report_end
+from interactive_slurm.fastpath import (
+    StaleEndpoint,
+    find_and_connect,
+    open_connection,
+    report_end,
+    warn_time_left,
+)
 from interactive_slurm.runner import Runner
 
 UNREACHABLE_GRACE = 30.0  # seconds a new endpoint may fail the keyhole before we give up
@@ -107,7 +113,7 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     script = slurm.render_batch_script(
         python=sys.executable, kind=req.kind, profile=req.profile,
         valid_for=res.time_seconds, container=container or None,
-        runtime=res.container_runtime,
+        runtime=res.container_runtime, idle_timeout=res.idle_timeout,
     )
     return slurm.submit(runner, argv, script)
 
@@ -421,12 +427,14 @@ def failure(job_id: str, tail: int = 16384) -> str:
     return f": {errors[-1][:1000]}" if errors else ""
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: Signals that abort the wait. SIGPIPE too: Python ignores it, so a ``kill -PIPE`` (or a write
+#: to the gone ssh client's stderr) would otherwise leave the proxy waiting.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE)
 
 
 @contextmanager
 def signals_blocked() -> Iterator[None]:
-    """Hold SIGTERM/SIGHUP/SIGINT until the block ends (they are delivered then)."""
+    """Hold SIGTERM/SIGHUP/SIGINT/SIGPIPE until the block ends (they are delivered then)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
@@ -436,7 +444,7 @@ def signals_blocked() -> Iterator[None]:
 
 @contextmanager
 def abort_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP/SIGINT into :class:`Aborted` while waiting."""
+    """Turn SIGTERM/SIGHUP/SIGINT/SIGPIPE into :class:`Aborted` while waiting."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Aborted(f"interrupted by {signal.Signals(signum).name}")
@@ -499,6 +507,7 @@ def run(
         )
     else:
         ep, sock = found
+    warn_time_left(ep, cfg.warn_time_left, err)
     with sock:
         splice(stdin_fd, stdout_fd, sock, initial)
     report_end(ep.job_id, err)

@@ -6,8 +6,11 @@ any failed bind means another port) -> publish the endpoint with a fresh keyhole
 single-threaded loop: accept, send the keyhole HELLO, and hand a connection that proves the
 secret to ``sshd -i`` (see :mod:`keyhole`); unproven ones are closed at their deadline and the
 oldest is dropped beyond :data:`MAX_PENDING`. The record's mtime is renewed every
-``endpoint.RENEW_SECONDS`` (its lease). On SIGTERM/SIGINT/SIGHUP: leave an ``ended`` note with
-the reason, remove the record, stop the ``sshd -i`` children, remove the temp dir.
+``endpoint.RENEW_SECONDS`` (its lease). With an ``idle_timeout``, no ``sshd -i`` child for that
+long makes the session scancel its own job. ``warn_before`` seconds before the time limit, the
+terminals of the shells under its own ``sshd -i`` children get one line (wall-style). On
+SIGTERM/SIGINT/SIGHUP: leave an ``ended`` note with the reason, remove the record, stop the
+``sshd -i`` children, remove the temp dir.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import string
 import subprocess
 import sys
@@ -53,6 +57,10 @@ MAX_PENDING = 1024
 #: this many failed starts in a row end the session (a broken sshd or config).
 STARTUP_SECONDS = 2.0
 MAX_FAILED_STARTS = 5
+#: Seconds before the time limit at which open shells are told the job is about to end.
+WARN_BEFORE = 600
+#: The session's own environment may shorten that (tests); it is not passed on to shells.
+WARN_BEFORE_ENV = "INTERACTIVE_SLURM_WARN_BEFORE"
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class SessionSpec:
     sshd: str
     container: str = ""
     container_runtime: str = ""  # "": the first runtime installed on the node
+    idle_timeout: int = 0  # seconds without an SSH connection before the job ends itself; 0: never
+    warn_before: int = WARN_BEFORE
 
 
 def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -183,6 +193,80 @@ def end_reason(scontrol_output: str, *, now: float, started: float, time_limit: 
     return "was cancelled"
 
 
+def parent_pid(stat_text: str) -> int:
+    """The parent pid in a ``/proc/PID/stat`` line (the command name may hold spaces and ``)``)."""
+    return int(stat_text.rpartition(")")[2].split()[1])
+
+
+def descendants(roots: set[int], parents: Mapping[int, int]) -> set[int]:
+    """``roots`` and every process below them, given each process's parent."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def process_parents(proc: Path = Path("/proc")) -> dict[int, int]:
+    parents = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = parent_pid((entry / "stat").read_text())
+    return parents
+
+
+def own_ttys(pids: set[int], proc: Path = Path("/proc")) -> list[Path]:
+    """One ``/proc/PID/fd/N`` link for each pty slave (``/dev/pts/N``) that these processes hold
+    open and this user owns. The link itself is what gets opened: the very device the process
+    holds, even when its ``/dev/pts`` is another one (a container's)."""
+    found: dict[int, Path] = {}
+    for pid in sorted(pids):
+        try:
+            fds = sorted((proc / str(pid) / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+                st = os.stat(fd)
+            except OSError:
+                continue
+            if not (target.startswith("/dev/pts/") and target[len("/dev/pts/"):].isdigit()):
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_uid == os.getuid():
+                found.setdefault(st.st_rdev, fd)
+    return list(found.values())
+
+
+def write_to_tty(path: Path | str, text: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
 class _Pending:
     __slots__ = ("deadline", "gate", "sock")
 
@@ -215,6 +299,16 @@ class Session:
         self.started = time.monotonic()
         self.wall_start = time.time()
         self.container: containers.Container | None = None
+        #: When no ``sshd -i`` child is alive: since when (monotonic); None while one is.
+        self.idle_since: float | None = self.started
+        #: Why the job ends when the session itself ended it (its ``ended`` note says so).
+        self.end_reason = ""
+        self.warned = False
+
+    @property
+    def ends_at(self) -> float:
+        """When the job reaches its time limit (epoch seconds)."""
+        return self.wall_start + self.spec.valid_for
 
     def say(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -328,7 +422,7 @@ class Session:
                 host=socket.gethostname(), port=self.port,
                 host_key=key.with_suffix(".pub").read_text().strip(),
                 session_pid=os.getpid(), started_at=time.time(), container=self.spec.container,
-                secret=self.secret.hex(),
+                secret=self.secret.hex(), ends_at=self.ends_at,
             )
         path = endpoint.publish(self.record)
         self.say(f"ready in {time.monotonic() - self.started:.2f} s: session pid {os.getpid()} "
@@ -443,6 +537,47 @@ class Session:
             else:
                 self.failed_starts = 0
 
+    def idle_deadline(self) -> float | None:
+        """When the idle timeout cancels the job (monotonic), if it is due to."""
+        if not self.spec.idle_timeout or self.idle_since is None or self.end_reason:
+            return None
+        return self.idle_since + self.spec.idle_timeout
+
+    def warn_deadline(self) -> float | None:
+        """When open shells are told the job is about to end (monotonic), if not yet done."""
+        if self.warned or self.spec.warn_before <= 0:
+            return None
+        return self.started + (self.ends_at - self.spec.warn_before - self.wall_start)
+
+    def end_idle(self) -> bool:
+        """The idle timeout ran out: scancel our own job. False when the session should end by
+        itself instead (scancel failed)."""
+        idle = format_duration(self.spec.idle_timeout)
+        self.say(f"no SSH connection for {idle} (idle_timeout of profile {self.spec.profile}); "
+                 f"cancelling job {self.spec.job_id}")
+        self.end_reason = f"was cancelled after {idle} without an SSH connection (idle_timeout)"
+        result = self.runner.run(["scancel", self.spec.job_id], check=False, timeout=30)
+        if result.returncode != 0:
+            self.say(f"scancel {self.spec.job_id} failed ({result.stderr.strip() or 'no output'});"
+                     " ending the session instead")
+            self.write_note(self.end_reason)
+            return False
+        return True
+
+    def warn_shells(self) -> None:
+        """Tell the terminals of the shells under our own ``sshd -i`` children that the job is
+        about to reach its time limit (one line each; never a pty of another user or process)."""
+        self.warned = True
+        pids = descendants(set(self.children), process_parents())
+        ttys = own_ttys(pids)
+        left = max(0.0, self.ends_at - time.time())
+        at = time.strftime("%H:%M", time.localtime(self.ends_at))
+        line = (f"\r\ninteractive-slurm: job {self.spec.job_id} reaches its time limit in "
+                f"{format_duration(round(left / 60) * 60 if left >= 60 else left)} (at {at}); "
+                "save your work\r\n")
+        told = sum(write_to_tty(tty, line) for tty in ttys)
+        self.say(f"the time limit is at {at}; told {told} open shell(s)")
+
     def serve(self) -> int:
         """The loop; returns the session's exit status once a stop signal arrives."""
         stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -457,6 +592,7 @@ class Session:
             for listener in self.listeners:
                 sel.register(listener, selectors.EVENT_READ, "listen")
             sel.register(rfd, selectors.EVENT_READ, "signal")
+            self.idle_since = time.monotonic()  # idle from now, not from the job's start
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             next_renew = time.monotonic() + endpoint.RENEW_SECONDS
             while True:
@@ -466,6 +602,9 @@ class Session:
                     wake = min(wake, next(iter(self.pending.values())).deadline)
                 if self.lingering:
                     wake = min(wake, self.lingering[0][0])
+                for due in (self.idle_deadline(), self.warn_deadline()):
+                    if due is not None:
+                        wake = min(wake, due)
                 for key, _events in sel.select(max(0.0, wake - now)):
                     if key.data == "listen":
                         self.accept(sel, key.fileobj)  # type: ignore[arg-type]
@@ -481,6 +620,16 @@ class Session:
                 now = time.monotonic()
                 while self.lingering and self.lingering[0][0] <= now:
                     self.lingering.pop(0)[1].close()
+                if self.children:
+                    self.idle_since = None
+                elif self.idle_since is None:
+                    self.idle_since = now
+                idle_due = self.idle_deadline()
+                if idle_due is not None and now >= idle_due and not self.end_idle():
+                    return 0
+                warn_due = self.warn_deadline()
+                if warn_due is not None and now >= warn_due:
+                    self.warn_shells()
                 while self.pending:  # deadlines only grow with insertion order
                     fd, item = next(iter(self.pending.items()))
                     if item.deadline > now:
@@ -497,7 +646,9 @@ class Session:
 
     def leave_note(self, signum: int) -> None:
         """Write why the job ends where proxies look (before their connections close)."""
-        if signum == signal.SIGTERM:
+        if self.end_reason:
+            reason = self.end_reason
+        elif signum == signal.SIGTERM:
             result = self.runner.run(
                 ["scontrol", "show", "job", "-o", self.spec.job_id], check=False, timeout=3
             ) if self.spec.job_id else None
@@ -575,7 +726,7 @@ def raise_fd_limit() -> None:
 
 def spec_from_env(
     env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str,
-    container_runtime: str = "",
+    container_runtime: str = "", idle_timeout: int = 0,
 ) -> SessionSpec:
     job_id = env.get("SLURM_JOB_ID", "")
     if not endpoint.is_job_id(job_id):
@@ -585,4 +736,7 @@ def spec_from_env(
     elif not os.path.isabs(sshd) or not os.access(sshd, os.X_OK):
         raise SessionError(f"sshd not found at {sshd} on {socket.gethostname()} "
                            "(set `sshd` in config.toml)")
-    return SessionSpec(job_id, kind, profile, valid_for, sshd, container, container_runtime)
+    warn_text = env.get(WARN_BEFORE_ENV, "")
+    warn_before = int(warn_text) if warn_text.isascii() and warn_text.isdigit() else WARN_BEFORE
+    return SessionSpec(job_id, kind, profile, valid_for, sshd, container, container_runtime,
+                       idle_timeout=idle_timeout, warn_before=warn_before)

@@ -13,7 +13,10 @@ flow copies through a bounded buffer instead; the semantics are the same either 
   pump once everything received is on stdout (sshd never half-closes), and the proxy's exit
   closes stdout;
 - when one side goes away (the ssh client stops reading, the peer resets) the pump ends;
-- ``TCP_NODELAY`` on the socket.
+- ``TCP_NODELAY`` on the socket;
+- a SIGPIPE sent to the proxy (not one the kernel raised for a write to a closed pipe or socket,
+  which the flows handle as EPIPE) ends the pump at once; SIGHUP and SIGTERM keep their default
+  action (the proxy ends; the job is never touched once its session answers).
 
 Sizes (measured on the 2-core test machine, 1 GiB socket -> pipe through this pump): a splice
 moves at most one pipe's capacity per call, so the stdio pipes are grown to :data:`PIPE_SIZE`
@@ -27,6 +30,7 @@ import contextlib
 import errno
 import os
 import select
+import signal
 import socket
 import stat
 import sys
@@ -80,6 +84,7 @@ class _Flow:
         self.dst_gone = False  # the destination (or the source) failed: nothing more moves
         self.blocked = False  # splice: the source has data, the destination is full
         self.moved = 0
+        self.epipe = False  # a write failed with EPIPE (the kernel's SIGPIPE comes with it)
 
     @property
     def done(self) -> bool:
@@ -166,6 +171,7 @@ class _Flow:
     def _failed(self, exc: OSError) -> None:
         if exc.errno not in _GONE and exc.errno != errno.EBADF:
             raise exc
+        self.epipe = self.epipe or exc.errno == errno.EPIPE
         self.dst_gone = True
         self.src_open = False
         self.buf.clear()
@@ -182,13 +188,68 @@ def choose(in_fd: int, out_fd: int, mode: str = "auto") -> tuple[bool, bool]:
     return is_pipe(in_fd), is_pipe(out_fd)
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """A Python-level handler, so the signal reaches the wakeup fd (SIG_IGN would not)."""
+
+
+def _watch_sigpipe() -> tuple[int, int, object, int] | None:
+    """(read fd, write fd, old handler, old wakeup fd) of a SIGPIPE wakeup pipe; None outside
+    the main thread (where signals cannot be handled)."""
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    try:
+        old_handler = signal.signal(signal.SIGPIPE, _ignore)
+    except ValueError:
+        os.close(rfd)
+        os.close(wfd)
+        return None
+    try:
+        old_wakeup = signal.set_wakeup_fd(wfd)
+    except ValueError:
+        signal.signal(signal.SIGPIPE, old_handler)
+        os.close(rfd)
+        os.close(wfd)
+        return None
+    return rfd, wfd, old_handler, old_wakeup
+
+
+def _unwatch(watch: tuple[int, int, object, int] | None) -> None:
+    if watch is None:
+        return
+    rfd, wfd, old_handler, old_wakeup = watch
+    signal.set_wakeup_fd(old_wakeup)
+    signal.signal(signal.SIGPIPE, old_handler)  # type: ignore[arg-type]
+    os.close(rfd)
+    os.close(wfd)
+
+
 def splice(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes = b"",
            *, mode: str = "auto") -> None:
-    """Pump bytes until the socket side has closed and its data is written (or stdout is gone).
+    """Pump bytes until the socket side has closed and its data is written (or stdout is gone,
+    or someone sent the proxy SIGPIPE).
 
     ``mode``: ``auto`` (splice each flow whose stdio end is a pipe, copy the others),
     ``splice`` or ``copy`` (force one; a forced splice still copies after an EINVAL).
     """
+    watch = _watch_sigpipe()
+    try:
+        _pump(in_fd, out_fd, sock, initial, mode, None if watch is None else watch[0])
+    finally:
+        _unwatch(watch)
+
+
+def _sent_sigpipe(wake_fd: int, flows: tuple[_Flow, _Flow]) -> bool:
+    """Whether a SIGPIPE arrived that no EPIPE of ours explains (so someone sent it)."""
+    try:
+        signums = os.read(wake_fd, 256)
+    except (BlockingIOError, InterruptedError):
+        return False
+    return signal.SIGPIPE in signums and not any(flow.epipe for flow in flows)
+
+
+def _pump(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes, mode: str,
+          wake_fd: int | None) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     for fd in (in_fd, out_fd):
@@ -204,6 +265,8 @@ def splice(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes = b"",
     shut_wr = False
     poller = select.poll()
     registered: dict[int, int] = {}
+    if wake_fd is not None:
+        poller.register(wake_fd, R)
     while not down.done:
         if up.done and not shut_wr:
             if up.dst_gone:
@@ -236,6 +299,10 @@ def splice(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes = b"",
         except InterruptedError:
             continue
         for fd, ev in events:
+            if fd == wake_fd:
+                if _sent_sigpipe(wake_fd, (up, down)):
+                    return
+                continue
             for flow in (up, down):
                 for want_fd, want_ev in flow.wants():
                     if want_fd == fd:

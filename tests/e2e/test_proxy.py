@@ -61,7 +61,7 @@ def test_job_cancelled_while_waiting_fails_with_the_reason(harness: Harness) -> 
     assert f"job-{job_id}.log" in text
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "stdin-closed"])
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE", "stdin-closed"])
 def test_abort_while_pending_cancels_the_submitted_job(harness: Harness, how: str) -> None:
     proc, job_id = held_proxy(harness)
     if how == "stdin-closed":

@@ -48,7 +48,8 @@ def test_unknown_key_lists_the_valid_ones() -> None:
     with pytest.raises(ConfigError) as info:
         config.load()
     assert str(info.value) == (
-        f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, sshd, clusters, update"
+        f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, "
+        "warn_time_left, sshd, clusters, update"
     )
 
 
@@ -111,3 +112,23 @@ def test_interactive_slurm_config_naming_a_missing_file_means_defaults(
     write_config("wait_timeout = 1\n")
     monkeypatch.setenv("INTERACTIVE_SLURM_CONFIG", str(tmp_path / "missing.toml"))
     assert config.load() == Config()
+
+
+@pytest.mark.parametrize(("toml_value", "seconds"), [('"30m"', 1800), ('"1h"', 3600),
+                                                     ('"00:45:00"', 2700), ('"90s"', 90)])
+def test_warn_time_left(toml_value: str, seconds: int) -> None:
+    write_config(f"warn_time_left = {toml_value}\n")
+    assert config.load().warn_time_left == seconds
+
+
+def test_warn_time_left_defaults_to_half_an_hour() -> None:
+    assert Config().warn_time_left == 1800
+
+
+@pytest.mark.parametrize("toml_value", ['"soon"', "30", '"0m"', '"-5m"'])
+def test_bad_warn_time_left(toml_value: str) -> None:
+    path = write_config(f"warn_time_left = {toml_value}\n")
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value).startswith(f"{path}: warn_time_left = ")
+    assert str(info.value).endswith(': expected a duration such as "30m", "1h" or "00:45:00"')

@@ -57,7 +57,7 @@ def test_to_json_is_plain_sorted_json() -> None:
     data = json.loads(make(container="img").to_json())
     assert list(data) == sorted(data)
     assert data == {
-        "container": "img", "host": "node01",
+        "container": "img", "ends_at": 0.0, "host": "node01",
         "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64Key interactive-slurm job 42",
         "job_id": "42", "kind": "cpu", "port": 23456, "profile": "default",
         "secret": SECRET, "session_pid": 4321, "started_at": 1700000000.5, "version": 2,
@@ -236,3 +236,11 @@ def test_a_record_not_renewed_within_the_lease_is_expired() -> None:
     stale = time.time() - endpoint.LEASE_SECONDS - 1
     os.utime(path, (stale, stale))
     assert endpoint.expired(endpoint.read(path))
+
+
+def test_a_record_without_ends_at_reads_as_unknown(tmp_path: Path) -> None:
+    data = json.loads(make().to_json())
+    del data["ends_at"]
+    folder = tmp_path / "42"
+    folder.mkdir()
+    assert endpoint.from_json(json.dumps(data), folder / "endpoint.json").ends_at == 0.0

@@ -96,15 +96,18 @@ def test_parse_setting(text: str, setting: Setting) -> None:
 
 ALL_KEYS = (
     "description, partition, account, qos, reservation, constraint, container, container_runtime, "
-    "extra, "
+    "extra, idle_timeout, "
     "cpu.time, cpu.cpus, cpu.mem, cpu.partition, cpu.account, cpu.qos, cpu.reservation, "
     "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra, "
+    "cpu.idle_timeout, "
     "gpu.time, gpu.cpus, gpu.mem, gpu.gpus, gpu.gpu_type, gpu.partition, gpu.account, gpu.qos, "
-    "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra"
+    "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra, "
+    "gpu.idle_timeout"
 )
 GPU_KEYS = (
     "gpu.time, gpu.cpus, gpu.mem, gpu.gpus, gpu.gpu_type, gpu.partition, gpu.account, gpu.qos, "
-    "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra"
+    "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra, "
+    "gpu.idle_timeout"
 )
 
 
@@ -119,7 +122,8 @@ GPU_KEYS = (
         ("gpu.cores=8", f"unknown key 'gpu.cores' in 'gpu.cores=8'; valid keys: {GPU_KEYS}"),
         ("cpu.gpus=1", "unknown key 'cpu.gpus' in 'cpu.gpus=1'; valid keys: cpu.time, cpu.cpus, "
                        "cpu.mem, cpu.partition, cpu.account, cpu.qos, cpu.reservation, "
-                       "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra"),
+                       "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra, "
+                       "cpu.idle_timeout"),
         ("gpu.gpus.x=1", f"unknown key 'gpu.gpus.x' in 'gpu.gpus.x=1'; valid keys: {GPU_KEYS}"),
         ("gpu.gpus", "'gpu.gpus': expected KEY=VALUE such as gpu.gpus=8 (KEY= removes a key)"),
     ],
@@ -401,3 +405,12 @@ def test_profiles_help_names_the_forms() -> None:
         result.stdout
     )
     assert "interactive-slurm profiles set default gpu.gpus=2" in result.stdout
+
+
+def test_set_idle_timeout_and_show_it() -> None:
+    result = invoke(["profiles", "set", "lazy", "--from", "default",
+                     "idle_timeout=30m", "gpu.idle_timeout=20m"])
+    assert result.exit_code == 0, result.output
+    shown = invoke(["profiles", "show", "lazy"]).output
+    assert "--mem=16G  (idle_timeout: 00:30:00)\n" in shown
+    assert "--gres=gpu:1  (idle_timeout: 00:20:00)\n" in shown

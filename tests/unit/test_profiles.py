@@ -195,7 +195,7 @@ def test_unknown_key_in_a_table_lists_the_valid_keys() -> None:
         profiles.load("bad")
     assert str(info.value) == (
         f"{path}: [cpu] cores = 4: unknown key; valid keys: time, cpus, mem, partition, account, "
-        "qos, reservation, constraint, container, container_runtime, extra"
+        "qos, reservation, constraint, container, container_runtime, extra, idle_timeout"
     )
 
 
@@ -205,7 +205,7 @@ def test_unknown_top_level_key_lists_the_valid_keys() -> None:
         profiles.load("bad")
     assert str(info.value) == (
         f"{path}: gpus = 2: unknown key; valid keys: description, cpu, gpu, partition, account, "
-        "qos, reservation, constraint, container, container_runtime, extra"
+        "qos, reservation, constraint, container, container_runtime, extra, idle_timeout"
     )
 
 
@@ -371,3 +371,46 @@ def test_resource_hash_is_stable() -> None:
 def test_resource_hash_changes_with_every_resource(change: dict[str, Any]) -> None:
     base = profiles.load("default").gpu
     assert profiles.resource_hash(dataclasses.replace(base, **change)) != profiles.resource_hash(base)
+
+
+# ------------------------------------------------------------------------ idle_timeout
+
+
+def test_idle_timeout_is_off_by_default() -> None:
+    write_profile("plain", valid_data())
+    prof = profiles.load("plain")
+    assert (prof.cpu.idle_timeout, prof.gpu.idle_timeout) == (0, 0)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30m", 1800), ("2h", 7200), ("8s", 8),
+                                                ("01:30:00", 5400), ("90", 5400)])
+def test_idle_timeout_top_level_applies_to_both_tables(value: str, seconds: int) -> None:
+    write_profile("idle", valid_data(idle_timeout=value))
+    prof = profiles.load("idle")
+    assert (prof.cpu.idle_timeout, prof.gpu.idle_timeout) == (seconds, seconds)
+
+
+def test_idle_timeout_in_a_table_wins() -> None:
+    data = valid_data(idle_timeout="2h")
+    data["gpu"]["idle_timeout"] = "20m"
+    write_profile("idle", data)
+    prof = profiles.load("idle")
+    assert (prof.cpu.idle_timeout, prof.gpu.idle_timeout) == (7200, 1200)
+
+
+@pytest.mark.parametrize("value", ["soon", "0m", 30, "-1h", ""])
+def test_bad_idle_timeout_names_file_and_value(value: object) -> None:
+    path = write_profile("idle", valid_data(idle_timeout=value))
+    with pytest.raises(ConfigError) as info:
+        profiles.load("idle")
+    assert str(info.value) == (f"{path}: idle_timeout = {value!r}: expected a duration such as "
+                               "\"30m\", \"2h\" or \"01:30:00\"")
+
+
+def test_idle_timeout_is_not_a_resource() -> None:
+    """It goes to the session, not to sbatch: a running job's resource hash stays the same."""
+    write_profile("plain", valid_data())
+    write_profile("idle", valid_data(idle_timeout="30m"))
+    plain, idle = profiles.load("plain").cpu, profiles.load("idle").cpu
+    assert profiles.sbatch_resource_args(idle) == profiles.sbatch_resource_args(plain)
+    assert profiles.resource_hash(idle) == profiles.resource_hash(plain)

@@ -631,3 +631,17 @@ def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
     sock.close()
     server.join(10)
     assert seen - published_at[0] < 0.1
+
+
+def test_time_left_warning_from_the_record_alone() -> None:
+    from interactive_slurm.fastpath import time_left_warning
+
+    ep = endpoint.Endpoint(job_id="7", kind="cpu", profile="default", host="n", port=2,
+                           host_key="k", session_pid=1, started_at=0.0, secret="0" * 64,
+                           ends_at=10_000.0)
+    assert time_left_warning(ep, 1800, now=10_000.0 - 1801) is None
+    line = time_left_warning(ep, 1800, now=10_000.0 - 1799)
+    assert line is not None and line.startswith(
+        "interactive-slurm: job 7 has 29 min left before its time limit (at ")
+    assert "has less than a minute left" in (time_left_warning(ep, 1800, now=9_950.0) or "")
+    assert time_left_warning(ep.replace(ends_at=0.0), 1800, now=0.0) is None

@@ -239,6 +239,16 @@ def test_render_batch_script_golden(golden: Callable[[str, str], None]) -> None:
     golden("session.sbatch", script)
 
 
+def test_render_batch_script_passes_the_idle_timeout_to_the_session() -> None:
+    script = slurm.render_batch_script(
+        python="/p/python", kind="cpu", profile="idle", valid_for=600, idle_timeout=1800
+    )
+    assert script.splitlines()[-1] == (
+        "exec /p/python -I -m interactive_slurm session --kind cpu --profile idle "
+        "--valid-for 600 --idle-timeout 1800"
+    )
+
+
 def test_render_batch_script_quotes_a_python_path_with_a_space() -> None:
     script = slurm.render_batch_script(
         python="/home/a user/venv/bin/python", kind="cpu", profile="default", valid_for=28800

@@ -7,7 +7,10 @@ from __future__ import annotations
 import errno
 import os
 import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -395,3 +398,37 @@ def _write_until_gone(end: End) -> None:
             end.write_all(b"z" * 65536)
     except OSError as exc:
         assert exc.errno in (errno.EPIPE, errno.EBADF)
+
+
+PUMP = """
+import socket, sys
+sys.path.insert(0, sys.argv[1])
+from interactive_slurm.splice import splice
+listener = socket.create_server(("127.0.0.1", 0))
+a = socket.create_connection(listener.getsockname())
+b, _ = listener.accept()
+print("ready", flush=True)
+splice(0, 1, a)
+sys.stderr.write("returned\\n")
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGPIPE, 0), (signal.SIGTERM, -15),
+                                              (signal.SIGHUP, -1)])
+def test_a_signal_sent_to_the_proxy_ends_the_pump_at_once(signum: int, code: int) -> None:
+    """SIGPIPE (ignored by Python) returns from the pump; SIGTERM/SIGHUP keep their default."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(splice_mod.__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", PUMP, root], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(0.2)  # in poll()
+        proc.send_signal(signum)
+        start = time.monotonic()
+        proc.wait(timeout=5)
+        assert time.monotonic() - start < 2
+        assert proc.returncode == code
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
