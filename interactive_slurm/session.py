@@ -275,10 +275,15 @@ class _Pending:
 
 
 class _Child:
-    __slots__ = ("proc", "sock", "started")
+    __slots__ = ("peer", "proc", "sock", "started")
 
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, started: float) -> None:
         self.proc, self.sock, self.started = proc, sock, started
+        try:
+            host, port = sock.getpeername()[:2]
+            self.peer = f"{host} port {port}"  # as sshd writes it in its log
+        except OSError:
+            self.peer = ""
 
 
 class Session:
@@ -519,6 +524,21 @@ class Session:
                 f"Its last log lines:\n{log[-2000:]}"
             )
 
+    def sshd_saw(self, child: _Child) -> bool:
+        """Whether this child's sshd got as far as its client (its log names the client).
+
+        sshd -i exits 255 whenever a client goes away, so a short non-zero life is no failure
+        by itself: `ssh slurm-cpu true` is one. A start failed only if sshd never spoke of it.
+        """
+        assert self.tmp is not None
+        try:
+            with open(self.tmp / "sshd.log", "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 262144))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return bool(child.peer) and child.peer in text
+
     def reap(self) -> None:
         for pid, child in list(self.children.items()):
             code = child.proc.poll()
@@ -532,7 +552,8 @@ class Session:
                 self.lingering.append((time.monotonic() + LINGER_SECONDS, child.sock))
             else:
                 child.sock.close()
-            if code != 0 and time.monotonic() - child.started < STARTUP_SECONDS:
+            if (code != 0 and time.monotonic() - child.started < STARTUP_SECONDS
+                    and not self.sshd_saw(child)):
                 self.failed_start()
             else:
                 self.failed_starts = 0

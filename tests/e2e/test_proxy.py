@@ -211,3 +211,14 @@ def test_overall_timeout_gives_up_and_cancels_its_pending_job(harness: Harness) 
     assert "error: gave up after 3 s waiting for job" in err
     assert "cancelled pending job" in err
     wait_for(lambda: not my_jobs(), 30, "the pending job to be cancelled")
+
+
+def test_many_short_connections_in_a_row_keep_the_session(harness: Harness) -> None:
+    """sshd -i exits 255 whenever its client leaves: quick `ssh true`s are not failed starts."""
+    harness.ssh("slurm-cpu", "true")
+    [job] = my_jobs()
+    for _ in range(8):
+        assert harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip() == job["id"]
+    assert [j["id"] for j in my_jobs()] == [job["id"]]
+    log = (harness.home / "state" / "logs" / f"job-{job['id']}.log").read_text()
+    assert "giving up" not in log
