@@ -6,12 +6,11 @@ line. They are plain text here so the tests can run them locally as well.
 
 from __future__ import annotations
 
-# argv: install root (may start with ~), public key line, install id
+# argv: install root (may start with ~), public key line
 PROBE = r"""
 import json, os, sys
 root = os.path.abspath(os.path.expanduser(sys.argv[1]))
 blob = sys.argv[2].split()[1]
-vid = sys.argv[3]
 ak = os.path.expanduser("~/.ssh/authorized_keys")
 try:
     with open(ak) as fh:
@@ -25,7 +24,6 @@ print(json.dumps({
     "root": root,
     "authorized": authorized,
     "current": os.path.basename(os.readlink(cur)) if os.path.islink(cur) else None,
-    "complete": os.path.isfile(os.path.join(root, "versions", vid, ".complete")),
 }))
 """
 

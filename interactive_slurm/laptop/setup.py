@@ -237,7 +237,6 @@ class Probe:
     root: str
     authorized: bool
     current: str | None
-    complete: bool
 
 
 async def _json(login: Login, argv: list[str], *, input: str | None = None) -> dict[str, Any]:
@@ -253,8 +252,8 @@ async def _json(login: Login, argv: list[str], *, input: str | None = None) -> d
     return data
 
 
-async def probe(login: Login, req: Request, pub: str, vid: str) -> Probe:
-    data = await _json(login, [req.python, "-c", remote_scripts.PROBE, req.install_dir, pub, vid])
+async def probe(login: Login, req: Request, pub: str) -> Probe:
+    data = await _json(login, [req.python, "-c", remote_scripts.PROBE, req.install_dir, pub])
     py = (int(data["python"][0]), int(data["python"][1]))
     if py < (3, 9):
         raise SetupError(
@@ -262,7 +261,7 @@ async def probe(login: Login, req: Request, pub: str, vid: str) -> Probe:
             "newer on the cluster (try --python python3.11, or `module load python` in ~/.bashrc)"
         )
     return Probe(py, str(data["home"]), str(data["root"]), bool(data["authorized"]),
-                 data["current"], bool(data["complete"]))
+                 data["current"])
 
 
 async def install(login: Login, req: Request, root: str, vid: str, wheel_files: list[Path]) -> None:
@@ -301,22 +300,21 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
                     make_key(req.identity, passphrase)
                     report.add(f"made an ed25519 key {req.identity}")
             pub = public_key_line(req.identity) if req.identity.exists() else "x AAAA"
-            # The wheels depend on the cluster's Python: a first look with a placeholder id.
-            first = await probe(login, req, pub, "0")
-            vid, wheel_files = build_wheels(runner, Path(tmp), first.python)
-            found = await probe(login, req, pub, vid)
+            found = await probe(login, req, pub)
+            # The wheels depend on the cluster's Python; their digest names the install.
+            vid, wheel_files = build_wheels(runner, Path(tmp), found.python)
             tool = str(Path(found.root) / "current" / "bin" / "interactive-slurm")
             if req.dry_run:
                 if not found.authorized:
                     report.add(f"would add {req.identity}.pub to {req.login}:~/.ssh/authorized_keys")
-                if not found.complete or found.current != vid:
+                if found.current != vid:  # current only ever names a complete install
                     report.add(f"would install interactive-slurm {vid} into {req.login}:{found.root}")
                 ca_line = None
             else:
                 if not found.authorized:
                     await _json(login, [req.python, "-c", remote_scripts.AUTHORIZE, pub])
                     report.add(f"added your key to {req.login}:~/.ssh/authorized_keys")
-                if not found.complete or found.current != vid:
+                if found.current != vid:  # current only ever names a complete install
                     await install(login, req, found.root, vid, wheel_files)
                     report.add(f"installed interactive-slurm {vid} in {req.login}:{found.root}")
                 else:

@@ -175,9 +175,9 @@ def test_authorize_keeps_other_lines_and_fixes_group_write(tmp_path: Path) -> No
 def test_probe_reports_python_root_and_access(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
-    data = run_remote(remote_scripts.PROBE, "~/inst", KEY, "0.1.0-abc", home=home)
+    data = run_remote(remote_scripts.PROBE, "~/inst", KEY, home=home)
     assert data == {"python": list(sys.version_info[:2]), "home": str(home), "root": str(home / "inst"),
-                    "authorized": False, "current": None, "complete": False}
+                    "authorized": False, "current": None}
 
 
 def test_uninstall_program_removes_only_an_install(tmp_path: Path) -> None:
