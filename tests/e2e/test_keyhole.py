@@ -212,6 +212,13 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
+
+
 def test_killed_sshd_loses_only_its_connection(harness: Harness) -> None:
     job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     ep = endpoint_of(harness)
@@ -219,6 +226,9 @@ def test_killed_sshd_loses_only_its_connection(harness: Harness) -> None:
                               "slurm-cpu", "sleep 60"], env=harness.env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     [child] = wait_for(lambda: sshd_children(int(ep["session_pid"])), 30, "the sshd -i")  # type: ignore[call-overload]
+    # Kill only once the shell runs: a process forked after the snapshot would outlive the kill.
+    wait_for(lambda: any(cmdline(pid).startswith(b"sleep\0") for pid in descendants(child)),
+             30, "the shell's sleep")
     for pid in [child, *descendants(child)]:  # sshd -i and what it started (it crashed)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
