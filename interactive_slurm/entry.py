@@ -167,8 +167,8 @@ def connect_main(args: list[str]) -> None:
     from interactive_slurm.splice import splice
 
     with sock:
-        splice(0, 1, sock)
-    fastpath.report_end(ep.job_id)
+        closed = splice(0, 1, sock)
+    fastpath.report_end(ep.job_id, session_closed=closed)
 
 
 def main() -> None:
@@ -196,8 +196,8 @@ def main() -> None:
             if ep.ends_at > 0:
                 warn_time_left(ep, warn_threshold())
             with sock:
-                splice(0, 1, sock)
-            report_end(ep.job_id)
+                closed = splice(0, 1, sock)
+            report_end(ep.job_id, session_closed=closed)
             return
     from interactive_slurm.cli import main as cli_main
 

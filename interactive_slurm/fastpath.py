@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from typing import TextIO
 
 CONNECT_TIMEOUT = 3.0
+#: How long a proxy whose session closed first waits for the session's ``ended`` note: Slurm
+#: signals the shell, sshd and the session at once, and the session asks Slurm why (one
+#: ``scontrol``) before it writes the note, so the connection can close a moment before it.
+NOTE_WAIT = 1.5
+NOTE_POLL = 0.05
 
 
 class StaleEndpoint(Exception):
@@ -88,9 +93,19 @@ def find_and_connect(
     return connect_first(found)
 
 
-def report_end(job_id: str, err: TextIO | None = None) -> None:
-    """After the session side closed: say why, if the job ended (its session left a note)."""
+def report_end(job_id: str, err: TextIO | None = None, *, session_closed: bool = False,
+               wait: float = NOTE_WAIT) -> None:
+    """After the connection ended: say why, if the job ended (its session left a note).
+
+    ``session_closed``: the session's side closed first (ssh had not hung up), so the job may
+    be ending; look for the note for up to ``wait`` seconds before the proxy exits (ssh sees
+    the end only then). When ssh hangs up first it also stops the proxy, so nothing waits.
+    """
     note = endpoint.ended_note(job_id)
+    deadline = time.monotonic() + wait
+    while note is None and session_closed and time.monotonic() < deadline:
+        time.sleep(NOTE_POLL)
+        note = endpoint.ended_note(job_id)
     if note:
         stream = err or sys.stderr
         stream.write(f"interactive-slurm: session ended: job {job_id} {note}\n")

@@ -509,5 +509,5 @@ def run(
         ep, sock = found
     warn_time_left(ep, cfg.warn_time_left, err)
     with sock:
-        splice(stdin_fd, stdout_fd, sock, initial)
-    report_end(ep.job_id, err)
+        closed = splice(stdin_fd, stdout_fd, sock, initial)
+    report_end(ep.job_id, err, session_closed=closed)

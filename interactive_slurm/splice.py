@@ -80,7 +80,8 @@ class _Flow:
     def __init__(self, src: int, dst: int, *, use_splice: bool, initial: bytes = b"") -> None:
         self.src, self.dst, self.use_splice = src, dst, use_splice
         self.buf = bytearray(initial)
-        self.src_open = True  # False once the source said EOF
+        self.src_open = True  # False once the source said EOF (or failed)
+        self.src_eof = False  # the source itself said EOF
         self.dst_gone = False  # the destination (or the source) failed: nothing more moves
         self.blocked = False  # splice: the source has data, the destination is full
         self.moved = 0
@@ -142,6 +143,7 @@ class _Flow:
         self.blocked = False
         if n == 0:
             self.src_open = False
+            self.src_eof = True
         self.moved += n
 
     def _read(self) -> None:
@@ -156,6 +158,7 @@ class _Flow:
             self.buf += data
         else:
             self.src_open = False
+            self.src_eof = True
 
     def _write(self) -> None:
         try:
@@ -225,16 +228,19 @@ def _unwatch(watch: tuple[int, int, object, int] | None) -> None:
 
 
 def splice(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes = b"",
-           *, mode: str = "auto") -> None:
+           *, mode: str = "auto") -> bool:
     """Pump bytes until the socket side has closed and its data is written (or stdout is gone,
     or someone sent the proxy SIGPIPE).
+
+    Returns whether the session's side closed first, while ssh still had its stdin open (a
+    session going away, not ssh hanging up): the caller may then look for the session's note.
 
     ``mode``: ``auto`` (splice each flow whose stdio end is a pipe, copy the others),
     ``splice`` or ``copy`` (force one; a forced splice still copies after an EINVAL).
     """
     watch = _watch_sigpipe()
     try:
-        _pump(in_fd, out_fd, sock, initial, mode, None if watch is None else watch[0])
+        return _pump(in_fd, out_fd, sock, initial, mode, None if watch is None else watch[0])
     finally:
         _unwatch(watch)
 
@@ -249,7 +255,7 @@ def _sent_sigpipe(wake_fd: int, flows: tuple[_Flow, _Flow]) -> bool:
 
 
 def _pump(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes, mode: str,
-          wake_fd: int | None) -> None:
+          wake_fd: int | None) -> bool:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     for fd in (in_fd, out_fd):
@@ -301,7 +307,7 @@ def _pump(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes, mode: st
         for fd, ev in events:
             if fd == wake_fd:
                 if _sent_sigpipe(wake_fd, (up, down)):
-                    return
+                    return False
                 continue
             for flow in (up, down):
                 for want_fd, want_ev in flow.wants():
@@ -309,3 +315,4 @@ def _pump(in_fd: int, out_fd: int, sock: socket.socket, initial: bytes, mode: st
                         flow.ready(fd, ev & (want_ev | select.POLLHUP | select.POLLERR
                                              | select.POLLNVAL))
                         break
+    return not up.src_eof

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
-from interactive_slurm import entry, proxy
+from interactive_slurm import endpoint, entry, fastpath, paths, proxy
 
 
 @pytest.mark.parametrize(
@@ -84,3 +86,40 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
         "\r\x1b[Kinteractive-slurm: job 1 RUNNING [2s]"
         "\r\x1b[K"
     )
+
+
+def _leave_note_later(job_id: str, delay: float) -> threading.Thread:
+    def write() -> None:
+        time.sleep(delay)
+        folder = paths.ensure_private_dir(paths.job_dir(job_id))
+        (folder / endpoint.ENDED_NOTE).write_text("was cancelled\n")
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_session_that_closed_first_gets_a_moment_to_leave_its_note() -> None:
+    err = io.StringIO()
+    writer = _leave_note_later("41", 0.3)
+    fastpath.report_end("41", err, session_closed=True, wait=5.0)
+    writer.join()
+    assert err.getvalue() == "interactive-slurm: session ended: job 41 was cancelled\n"
+
+
+def test_when_ssh_hung_up_first_nothing_waits_for_a_note() -> None:
+    err = io.StringIO()
+    writer = _leave_note_later("42", 0.5)
+    start = time.monotonic()
+    fastpath.report_end("42", err, session_closed=False, wait=5.0)
+    assert time.monotonic() - start < 0.3
+    assert err.getvalue() == ""
+    writer.join()
+
+
+def test_the_wait_for_a_note_is_bounded() -> None:
+    err = io.StringIO()
+    start = time.monotonic()
+    fastpath.report_end("43", err, session_closed=True, wait=0.2)
+    assert 0.2 <= time.monotonic() - start < 2.0
+    assert err.getvalue() == ""

@@ -125,6 +125,7 @@ class Proxy:
     stdout: End  # the ssh client's end: read here
     thread: threading.Thread
     errors: list[BaseException]
+    returned: list[bool] = field(default_factory=list)  # splice's answer: the session closed first
 
 
 def stdio_pair(kind: str) -> tuple[int, int]:
@@ -141,11 +142,12 @@ def spliced(server: Server, engine: str, initial: bytes = b"", stdio: str = "pip
     stdout_client, stdout_proxy = stdio_pair(stdio)
     sock = server.connect()
     errors: list[BaseException] = []
+    returned: list[bool] = []
     mode = "auto" if stdio != "pipe" else engine
 
     def run() -> None:
         try:
-            splice(stdin_proxy, stdout_proxy, sock, initial, mode=mode)
+            returned.append(splice(stdin_proxy, stdout_proxy, sock, initial, mode=mode))
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -153,7 +155,7 @@ def spliced(server: Server, engine: str, initial: bytes = b"", stdio: str = "pip
             os.close(stdin_proxy)
             sock.close()
 
-    proxy = Proxy(End(stdin_client), End(stdout_client), background(run), errors)
+    proxy = Proxy(End(stdin_client), End(stdout_client), background(run), errors, returned)
     try:
         yield proxy
     finally:
@@ -270,6 +272,7 @@ def test_stdin_eof_is_a_half_close_and_the_reply_still_arrives(engine: str) -> N
     server.finish()
     assert received == [b"request"]
     assert proxy.errors == []
+    assert proxy.returned == [False]  # ssh hung up first: no session note to wait for
 
 
 def test_server_close_ends_splice_while_stdin_stays_open(engine: str) -> None:
@@ -280,6 +283,7 @@ def test_server_close_ends_splice_while_stdin_stays_open(engine: str) -> None:
         join(proxy.thread)
     server.finish()
     assert proxy.errors == []
+    assert proxy.returned == [True]  # the session's side closed first
 
 
 @pytest.mark.parametrize("size", [0, 1, 65536 * 4 + 1, 8 * MIB + 3])
