@@ -9,15 +9,18 @@ when a session is reusable. Imported by the fast path: no dataclasses or typing 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import time
-from pathlib import Path
 
-from interactive_slurm import paths
+from interactive_slurm import dirs
 from interactive_slurm.errors import CorruptRecordError, EndpointError, UnsafePathError
-from interactive_slurm.fsutil import read_private
+from interactive_slurm.fsutil import read_private, unlink_if_present
+
+TYPE_CHECKING = False  # not typing's
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from interactive_slurm.fsutil import StrPath
 
 #: 2: the keyhole secret and the session pid (no long-running sshd any more).
 FORMAT_VERSION = 2
@@ -73,6 +76,8 @@ class Endpoint:
         return {name: getattr(self, name) for name in _FIELDS}
 
     def to_json(self) -> str:
+        import json  # only the session writes records
+
         return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
 
     def replace(self, **changes: object) -> Endpoint:
@@ -91,9 +96,39 @@ class Endpoint:
         return f"Endpoint(job_id={self.job_id!r}, host={self.host!r}, port={self.port!r})"
 
 
-def from_json(text: str, source: Path) -> Endpoint:
+def loads(text: str) -> object:
+    """``json.loads(text)``, without importing json where CPython's C scanner (the one json
+    itself uses, with json's defaults) is there: json's import compiles regular expressions,
+    ~5 ms of every fast-path connect. Raises ValueError for anything json.loads refuses."""
     try:
-        data = json.loads(text)
+        from _json import make_scanner
+    except ImportError:  # another Python: the json module then
+        import json
+
+        return json.loads(text)
+    body = text.strip(" \t\n\r")
+    try:
+        value, end = make_scanner(_JsonDefaults)(body, 0)  # type: ignore[arg-type]
+    except StopIteration:
+        raise ValueError("expecting a value at the start") from None
+    if end != len(body):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
+class _JsonDefaults:
+    """What ``json.JSONDecoder()`` gives its scanner: no hooks, plain types, strict strings."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
+                      "NaN": float("nan")}.__getitem__
+
+
+def from_json(text: str, source: StrPath) -> Endpoint:
+    try:
+        data = loads(text)
     except ValueError as exc:
         raise CorruptRecordError(f"{source}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -113,12 +148,13 @@ def from_json(text: str, source: Path) -> Endpoint:
         raise CorruptRecordError(f"{source}: port = {port!r}: out of range")
     if len(secret) != 64 or not all(c in "0123456789abcdef" for c in secret):
         raise CorruptRecordError(f"{source}: secret: expected 64 hex digits")
-    if not is_job_id(job_id) or source.parent.name != job_id:
+    if not is_job_id(job_id) or os.path.basename(os.path.dirname(source)) != job_id:
         raise CorruptRecordError(f"{source}: job_id = {job_id!r}: does not match its folder")
     return Endpoint(**values)  # type: ignore[arg-type]
 
 
 def publish(ep: Endpoint) -> Path:
+    from interactive_slurm import paths
     from interactive_slurm.fsutil import write_private_atomic
 
     path = paths.endpoint_file(ep.job_id)
@@ -127,7 +163,7 @@ def publish(ep: Endpoint) -> Path:
     return path
 
 
-def read(path: Path) -> Endpoint:
+def read(path: StrPath) -> Endpoint:
     """The record at ``path``: :class:`CorruptRecordError` if it does not parse (stale: callers
     drop it), another :class:`EndpointError` if it is unsafe; FileNotFoundError passes."""
     try:
@@ -159,14 +195,14 @@ def check_job_id(job_id: str) -> str:
 
 def read_job(job_id: str) -> Endpoint | None:
     check_job_id(job_id)
-    path = paths.endpoint_file(job_id)
+    path = dirs.endpoint_file(job_id)
     try:
         return read(path)
     except FileNotFoundError:
         return None
 
 
-def _is_own_file(path: Path) -> bool:
+def _is_own_file(path: StrPath) -> bool:
     try:
         st = os.lstat(path)
     except OSError:
@@ -176,16 +212,16 @@ def _is_own_file(path: Path) -> bool:
 
 def find(
     kind: str | None = None, profile: str | None = None, container: str | None = None,
-    *, broken: list[Path] | None = None,
+    *, broken: list[str] | None = None,
 ) -> list[Endpoint]:
     """Readable endpoints matching the filters (None: any), newest first; bad files skipped.
 
     With ``broken``, the paths of our own records that cannot be used (corrupt, an older
     format) are appended to it: callers on the proxy path remove them as stale.
     """
-    paths.check_trusted()  # StrictModes for config, known_hosts, profiles and state
+    dirs.check_trusted()  # StrictModes for config, known_hosts, profiles and state
     found = []
-    folder = paths.jobs_dir()
+    folder = dirs.jobs_dir()
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
@@ -194,7 +230,7 @@ def find(
         raise UnsafePathError(f"{folder}: cannot list the session records: {exc.strerror}; "
                               f"check its owner and mode (chmod 700 {folder})") from exc
     for entry in entries:
-        path = Path(entry.path) / "endpoint.json"
+        path = os.path.join(entry.path, "endpoint.json")
         try:
             ep = read(path)
         except FileNotFoundError:
@@ -215,27 +251,25 @@ def find(
 
 def discard(ep: Endpoint) -> bool:
     """Remove ``ep``'s record if the file is still the one it was read from (not a newer one)."""
-    path = paths.endpoint_file(ep.job_id)
+    path = dirs.endpoint_file(ep.job_id)
     try:
         st = os.lstat(path)
     except OSError:
         return False
     if ep.identity is not None and (st.st_dev, st.st_ino) != ep.identity[:2]:
         return False
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    unlink_if_present(path)
     return True
 
 
 def remove(job_id: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        paths.endpoint_file(job_id).unlink()
+    unlink_if_present(dirs.endpoint_file(job_id))
 
 
 def ended_note(job_id: str) -> str | None:
     """Why the job's session ended, if it left a note (``was cancelled``, ...)."""
     try:
-        text = read_private(paths.job_dir(job_id) / ENDED_NOTE)
+        text = read_private(os.path.join(dirs.job_dir(job_id), ENDED_NOTE))
     except (OSError, EndpointError, UnicodeDecodeError):
         return None
     line = text.strip().splitlines()[0] if text.strip() else ""
@@ -254,10 +288,11 @@ def prune(live_job_ids: set[str]) -> list[str]:
     stays a while for the proxies whose connection it ended.
     """
     import shutil
+    from pathlib import Path
 
     removed = []
     try:
-        entries = list(os.scandir(paths.jobs_dir()))
+        entries = list(os.scandir(dirs.jobs_dir()))
     except FileNotFoundError:
         return []
     now = time.time()

@@ -14,9 +14,7 @@ and only then a detached ``python -m interactive_slurm update --auto`` with its 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
 import time
 
@@ -24,6 +22,8 @@ from interactive_slurm.errors import InteractiveSlurmError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path ~3 ms
 if TYPE_CHECKING:
+    from _socket import socket as Socket
+
     from interactive_slurm import endpoint
 
 _OPTIONS = ("--profile", "--container", "--timeout")
@@ -65,9 +65,9 @@ def _is_seconds(value: str) -> bool:
 
 
 def default_profile() -> str:
-    from interactive_slurm import paths
+    from interactive_slurm import dirs
 
-    if not paths.config_file().exists():
+    if not os.path.exists(dirs.config_file()):
         return "default"
     from interactive_slurm import config
 
@@ -76,9 +76,9 @@ def default_profile() -> str:
 
 def warn_threshold() -> float:
     """``warn_time_left`` from config.toml; reads the file only when there is one."""
-    from interactive_slurm import paths
+    from interactive_slurm import dirs
 
-    if not paths.config_file().exists():
+    if not os.path.exists(dirs.config_file()):
         return 1800.0  # config.DEFAULT_WARN_TIME_LEFT, without importing config
     from interactive_slurm import config
 
@@ -90,7 +90,7 @@ def warn_threshold() -> float:
 
 def fast_socket(
     kind: str, profile: str | None, container: str
-) -> tuple[endpoint.Endpoint, socket.socket] | None:
+) -> tuple[endpoint.Endpoint, Socket] | None:
     """A keyhole-checked connection to a live session of this kind/profile, from endpoint
     records alone; stale records met on the way are dropped (one line each on stderr)."""
     from interactive_slurm.fastpath import find_and_connect
@@ -102,10 +102,10 @@ def update_check_due(now: float) -> bool:
     """Whether this install should start the automatic update check now (one stat)."""
     if os.path.basename(os.path.dirname(os.path.realpath(sys.prefix))) != "versions":
         return False  # not a versioned install: nothing to update
-    from interactive_slurm import paths
+    from interactive_slurm import dirs
 
     try:
-        return os.stat(paths.update_dir() / "next-check").st_mtime <= now
+        return os.stat(os.path.join(dirs.update_dir(), "next-check")).st_mtime <= now
     except FileNotFoundError:
         return True
     except OSError:
@@ -139,8 +139,10 @@ def maybe_start_update_check() -> None:
     now = time.time()
     if update_check_due(now):
         # The check must never stop a connection; a failed start is retried after the claim.
-        with contextlib.suppress(OSError, ValueError):
+        try:
             start_update_check(now)
+        except (OSError, ValueError):
+            pass
 
 
 def connect_main(args: list[str]) -> None:
@@ -166,8 +168,10 @@ def connect_main(args: list[str]) -> None:
         sys.exit(1)
     from interactive_slurm.splice import splice
 
-    with sock:
+    try:
         closed = splice(0, 1, sock)
+    finally:
+        sock.close()
     fastpath.report_end(ep.job_id, session_closed=closed)
 
 
@@ -195,8 +199,10 @@ def main() -> None:
             ep, sock = found
             if ep.ends_at > 0:
                 warn_time_left(ep, warn_threshold())
-            with sock:
+            try:
                 closed = splice(0, 1, sock)
+            finally:
+                sock.close()
             report_end(ep.job_id, session_closed=closed)
             return
     from interactive_slurm.cli import main as cli_main

@@ -189,6 +189,44 @@ def self_check(root: Path, vid: str) -> str:
     return out.strip()
 
 
+#: The kernel reads this much of a ``#!`` line (older kernels; newer read 256).
+SHEBANG_LIMIT = 127
+LAUNCHER_HEADER = "# interactive-slurm: lean console script (installs.write_launcher)"
+
+
+def write_launcher(venv: Path) -> Path:
+    """Replace pip's console script ``<venv>/bin/interactive-slurm`` with a lean one.
+
+    ssh starts the script for every connection, and pip's wrapper costs it ~6 ms before any of
+    our code runs (``site`` with every ``.pth`` file, then ``import re``). This one runs the
+    venv's python with ``-I`` (nothing from the cwd, ``PYTHON*`` or the user's site: an install
+    is never changed by a stray ``~/socket.py``) and, where the interpreter finds its venv
+    without ``site`` (3.11+), ``-S`` with the venv's site-packages added by the script itself.
+    A venv whose path makes the ``#!`` line too long for the kernel keeps pip's script.
+    """
+    python = venv / "bin" / "python"
+    out = _run([str(python), "-I", "-c",
+                "import sys, sysconfig; print(int(sys.version_info >= (3, 11))); "
+                "print(sysconfig.get_paths()['purelib'])"],
+               f"asking {python} where its packages are", timeout=60)
+    no_site, purelib = out.splitlines()[:2]
+    shebang = f"#!{python} -I{'S' if no_site == '1' else ''}"
+    script = venv / "bin" / "interactive-slurm"
+    if len(shebang) > SHEBANG_LIMIT:
+        return script
+    text = (f"{shebang}\n{LAUNCHER_HEADER}\n"
+            "import sys\n"
+            f"if {purelib!r} not in sys.path:\n"
+            f"    sys.path.append({purelib!r})\n"
+            "from interactive_slurm.entry import main\n"
+            "sys.exit(main())\n")
+    tmp = script.with_name(f".{script.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.chmod(tmp, os.stat(script).st_mode & 0o7777)  # the mode pip gave its script
+    os.replace(tmp, script)
+    return script
+
+
 def install(root: Path, wheels: Path, vid: str, *, python: str = sys.executable,
             requirement: str = PACKAGE) -> Path:
     """Install ``requirement`` from the wheels in ``wheels`` (only those) as ``versions/<vid>``.
@@ -212,6 +250,7 @@ def install(root: Path, wheels: Path, vid: str, *, python: str = sys.executable,
               "--find-links", str(wheels), "--no-cache-dir", "--disable-pip-version-check",
               "--no-warn-script-location", "-q", requirement],
              f"installing {requirement} into {target}")
+        write_launcher(target)
         self_check(root, vid)
         (target / COMPLETE).write_text(f"{vid}\n")
     except BaseException:
@@ -267,7 +306,8 @@ def install_and_switch(root: Path, wheels: Path, vid: str, *, python: str = sys.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python3 - install ROOT WHEELS ID`` | ``python3 - status ROOT``; prints one JSON line."""
+    """``python3 - install ROOT WHEELS ID`` | ``status ROOT`` | ``launcher VENV``; prints one
+    JSON line."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if len(args) == 4 and args[0] == "install":
@@ -276,8 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif len(args) == 2 and args[0] == "status":
             root = Path(os.path.expanduser(args[1])).absolute()
             result = {"root": str(root), "current": current(root), "installed": installed(root)}
+        elif len(args) == 2 and args[0] == "launcher":
+            result = {"launcher": str(write_launcher(Path(os.path.expanduser(args[1])).absolute()))}
         else:
-            raise InstallError(f"usage: installs.py install ROOT WHEELS ID | status ROOT (got {args})")
+            raise InstallError("usage: installs.py install ROOT WHEELS ID | status ROOT | "
+                               f"launcher VENV (got {args})")
     except (InstallError, OSError) as exc:
         print(json.dumps({"error": str(exc)}))
         return 1

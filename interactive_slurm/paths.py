@@ -30,26 +30,21 @@ import os
 import sys
 from pathlib import Path
 
-import platformdirs
-
-APP = "interactive-slurm"
-HOME_ENV = "INTERACTIVE_SLURM_HOME"
-CONFIG_ENV = "INTERACTIVE_SLURM_CONFIG"
+from interactive_slurm import dirs
+from interactive_slurm.dirs import APP
 
 
 def _override() -> Path | None:
-    value = os.environ.get(HOME_ENV)
-    return Path(value).expanduser().absolute() if value else None
+    value = dirs.override()
+    return Path(value) if value else None
 
 
 def config_dir() -> Path:
-    base = _override()
-    return base / "config" if base else Path(platformdirs.user_config_dir(APP))
+    return Path(dirs.config_dir())
 
 
 def config_file() -> Path:
-    value = os.environ.get(CONFIG_ENV)
-    return Path(value).expanduser().absolute() if value else config_dir() / "config.toml"
+    return Path(dirs.config_file())
 
 
 def user_profiles_dir() -> Path:
@@ -57,20 +52,19 @@ def user_profiles_dir() -> Path:
 
 
 def state_dir() -> Path:
-    base = _override()
-    return base / "state" if base else Path(platformdirs.user_state_dir(APP))
+    return Path(dirs.state_dir())
 
 
 def jobs_dir() -> Path:
-    return state_dir() / "jobs"
+    return Path(dirs.jobs_dir())
 
 
 def job_dir(job_id: str) -> Path:
-    return jobs_dir() / job_id
+    return Path(dirs.job_dir(job_id))
 
 
 def endpoint_file(job_id: str) -> Path:
-    return job_dir(job_id) / "endpoint.json"
+    return Path(dirs.endpoint_file(job_id))
 
 
 def logs_dir() -> Path:
@@ -90,7 +84,7 @@ def hostca_dir() -> Path:
 
 
 def update_dir() -> Path:
-    return state_dir() / "update"
+    return Path(dirs.update_dir())
 
 
 def install_root() -> Path:
@@ -101,13 +95,21 @@ def install_root() -> Path:
     if root is not None:
         return root
     base = _override()
-    return base / "data" if base else Path(platformdirs.user_data_dir(APP))
+    if base:
+        return base / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP))
 
 
 def image_cache_dir() -> Path:
     """The per-user container image cache (see :mod:`imagecache`)."""
     base = _override()
-    return base / "cache" / "images" if base else Path(platformdirs.user_cache_dir(APP)) / "images"
+    if base:
+        return base / "cache" / "images"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP)) / "images"
 
 
 def known_hosts_file() -> Path:
@@ -117,17 +119,10 @@ def known_hosts_file() -> Path:
 
 def trusted_paths() -> tuple[Path, ...]:
     """The files and folders the tool trusts (checked like StrictModes when they exist)."""
-    return (config_dir(), config_file(), known_hosts_file(), user_profiles_dir(), state_dir(),
-            jobs_dir(), hostca_dir())
+    return tuple(Path(path) for path in dirs.trusted_paths())
 
 
-def check_trusted() -> None:
-    """Refuse to go on when one of :func:`trusted_paths` (or a folder above) is unsafe."""
-    from interactive_slurm.fsutil import check_secure_if_exists
-
-    checked: set[Path] = set()  # the folders above them are mostly the same: walk each once
-    for path in trusted_paths():
-        check_secure_if_exists(path, checked)
+check_trusted = dirs.check_trusted
 
 
 def make_private_dirs(path: Path) -> Path:

@@ -13,9 +13,9 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import sys
 import time
+from _socket import socket as Socket  # what the keyhole connects (socket.socket is one)
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -59,7 +59,7 @@ class Acquired:
     note: str = ""
 
 
-def fast_path(req: Request) -> tuple[endpoint.Endpoint, socket.socket] | None:
+def fast_path(req: Request) -> tuple[endpoint.Endpoint, Socket] | None:
     """A keyhole-checked socket to a live session of this kind/profile, from endpoint files
     alone; stale records met on the way are dropped."""
     return find_and_connect(req.kind, req.profile, req.container)
@@ -360,7 +360,7 @@ class Waiter:
             return None
         return st.st_size, st.st_mtime_ns
 
-    def wait(self) -> tuple[endpoint.Endpoint, socket.socket]:
+    def wait(self) -> tuple[endpoint.Endpoint, Socket]:
         start = self.clock()
         next_query = start + QUERY_GAPS[0] if self.last_job is not None else start
         pending: _Query | None = None
@@ -468,7 +468,7 @@ def cancel_if_pending(runner: Runner, job_id: str, err: TextIO) -> None:
 def ensure_session(
     runner: Runner, req: Request, *, timeout: float, err: TextIO,
     watch_fd: int | None = None,
-) -> tuple[endpoint.Endpoint, socket.socket, bytes]:
+) -> tuple[endpoint.Endpoint, Socket, bytes]:
     """Reuse or submit, then wait until the session answers (the slow path)."""
     submitted: list[str] = []
     try:
@@ -508,6 +508,8 @@ def run(
     else:
         ep, sock = found
     warn_time_left(ep, cfg.warn_time_left, err)
-    with sock:
+    try:
         closed = splice(stdin_fd, stdout_fd, sock, initial)
+    finally:
+        sock.close()
     report_end(ep.job_id, err, session_closed=closed)

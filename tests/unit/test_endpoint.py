@@ -216,9 +216,9 @@ def test_find_reports_our_broken_records_and_discard_keeps_a_newer_file() -> Non
     paths.ensure_private_dir(old.parent)
     old.write_text(json.dumps({**json.loads(make("2").to_json()), "version": 1}))
     os.chmod(old, 0o600)
-    broken: list[Path] = []
+    broken: list[str] = []
     [ep] = endpoint.find(broken=broken)
-    assert broken == [old]
+    assert broken == [str(old)]
     assert ep.identity is not None and not endpoint.expired(ep)
     endpoint.publish(make("1", port=9999))  # the session republished meanwhile (a new file)
     assert endpoint.discard(ep) is False
@@ -244,3 +244,20 @@ def test_a_record_without_ends_at_reads_as_unknown(tmp_path: Path) -> None:
     folder = tmp_path / "42"
     folder.mkdir()
     assert endpoint.from_json(json.dumps(data), folder / "endpoint.json").ends_at == 0.0
+
+
+@pytest.mark.parametrize("text", [
+    make("7").to_json(), '{"a": 1.5e3, "b": [true, false, null], "c": "\\u00e9\\n"}',
+    "  [1, -2, 3.25]\n", '"x"', "0", "-Infinity", "NaN", '{"nested": {"k": []}}',
+])
+def test_loads_reads_what_json_reads(text: str) -> None:
+    expected, got = json.loads(text), endpoint.loads(text)
+    assert repr(got) == repr(expected)  # repr: NaN != NaN
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1} x', "[1,]", "{'a': 1}", '"\t"', "tru"])
+def test_loads_refuses_what_json_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        endpoint.loads(text)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import io
+import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+import interactive_slurm
 from interactive_slurm import endpoint, entry, fastpath, paths, proxy
+
+from . import keyholes
 
 
 @pytest.mark.parametrize(
@@ -46,17 +53,42 @@ def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_fast_path_import_budget() -> None:
-    """The reuse path (records, keyhole, splice) imports none of the heavy modules."""
-    code = (
-        "import sys; from interactive_slurm import entry, splice;"
-        "entry.fast_socket('cpu', 'default', '');"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'dataclasses',"
-        " 'typing', 'inspect', 'asyncio', 'git', 'asyncssh')))"
-    )
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+#: Every module the reuse path may load beyond a bare ``python -IS``: the interpreter's own
+#: C modules and the few small stdlib ones. pathlib, platformdirs, json, socket, signal, hmac,
+#: contextlib, typing, dataclasses or click here would cost the connect ~30 ms again.
+FAST_PATH_MODULES = {
+    "__future__", "_collections_abc", "_json", "_operator", "_sha256", "_sha2", "_socket", "_stat",
+    "errno", "fcntl", "genericpath", "os", "os.path", "posixpath", "select", "stat",
+    "interactive_slurm", "interactive_slurm.dirs", "interactive_slurm.endpoint",
+    "interactive_slurm.entry", "interactive_slurm.errors", "interactive_slurm.fastpath",
+    "interactive_slurm.fsutil", "interactive_slurm.keyhole", "interactive_slurm.splice",
+}
+
+
+def test_fast_path_import_budget(home: Path) -> None:
+    """The reuse path, run as the lean console script runs it (``python -IS``): records,
+    keyhole, connect and splice load only :data:`FAST_PATH_MODULES`."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        secret = bytes(range(32))
+        endpoint.publish(endpoint.Endpoint(
+            job_id="5", kind="cpu", profile="default", host="127.0.0.1",
+            port=listener.getsockname()[1], host_key="ssh-ed25519 AAAA", session_pid=1,
+            started_at=1.0, secret=secret.hex()))
+        server = keyholes.serve_once(listener, secret, "5")
+        site = os.path.dirname(os.path.dirname(interactive_slurm.__file__))
+        code = (
+            "import sys; before = set(sys.modules); sys.path.append(sys.argv[1]);"
+            "from interactive_slurm import entry, splice;"
+            "ep, sock = entry.fast_socket('cpu', None, ''); splice.choose(0, 1);"
+            "print(ep.job_id, sorted(set(sys.modules) - before))"
+        )
+        out = subprocess.run([sys.executable, "-IS", "-c", code, site], capture_output=True,
+                             text=True, check=True, env={**os.environ})
+        server.join(10)
+    job_id, _, loaded = out.stdout.partition(" ")
+    assert job_id == "5"  # it did connect through the keyhole
+    extra = set(ast.literal_eval(loaded)) - FAST_PATH_MODULES
+    assert not extra, f"the fast path now imports {sorted(extra)}"
 
 
 def test_no_live_session_falls_through_to_the_full_cli(capsys: pytest.CaptureFixture[str],

@@ -86,9 +86,16 @@ def test_install_switch_again_and_prune(built: tuple[Path, list[wheels.Built]], 
     vid = installs.version_id("0.1.0", [b.path for b in made])
     summary = installs.install_and_switch(root, dest, vid)
     assert summary["id"] == vid and installs.current(root) == vid
-    out = subprocess.run([str(root / "current" / "bin" / "interactive-slurm"), "--version"],
+    script = root / "current" / "bin" / "interactive-slurm"
+    out = subprocess.run([str(script), "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert "interactive-slurm, version" in out
+    # The lean console script: isolated (-I), and without site where the venv allows it.
+    first, header = script.read_text().splitlines()[:2]
+    flags = "-IS" if sys.version_info >= (3, 11) else "-I"
+    assert first == f"#!{root / 'versions' / vid / 'bin' / 'python'} {flags}"
+    assert header == installs.LAUNCHER_HEADER
+    assert script.stat().st_mode & 0o111
     assert (root / "lock").stat().st_mode & 0o777 == 0o600
     assert root.stat().st_mode & 0o777 == 0o700
     mtime = (root / "versions" / vid / installs.COMPLETE).stat().st_mtime

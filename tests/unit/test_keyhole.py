@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import socket
 import threading
@@ -152,3 +153,10 @@ def test_keyhole_imports_stay_small() -> None:
                                      "collections", "collections.abc", "keyword",
                                      "itertools", "reprlib", "functools", "types", "math",
                                      "select", "time", "os", "stat", "io"}
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+@pytest.mark.parametrize("message", [b"", b"client" + SN + CN + b"42", bytes(range(256)) * 9])
+def test_the_written_out_hmac_is_hmac_sha256(key_size: int, message: bytes) -> None:
+    key = os.urandom(key_size)
+    assert keyhole.hmac_sha256(key, message) == hmac.digest(key, message, "sha256")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -317,7 +318,7 @@ def test_waiter_connects_through_the_keyhole_without_asking_slurm(
     thread = keyholes.serve_once(listener, SECRET, "5")
     runner = FakeRunner({})
     found, sock = waiter(runner).wait()
-    with sock:
+    with contextlib.closing(sock):  # a bare _socket.socket (the fast path never imports socket)
         assert found == ep
         assert sock.getpeername() == listener.getsockname()
         sock.settimeout(10)

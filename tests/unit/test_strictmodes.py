@@ -211,9 +211,9 @@ def test_a_corrupt_record_is_stale(text: str) -> None:
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(CorruptRecordError, match=f"^{path}: "):
         endpoint.read(path)
-    broken: list[Path] = []
+    broken: list[str] = []
     assert [ep.job_id for ep in endpoint.find(broken=broken)] == ["41"]
-    assert broken == [path] and good.exists()
+    assert broken == [str(path)] and good.exists()
 
 
 def test_a_record_of_an_older_format_is_stale_too() -> None:
@@ -223,8 +223,8 @@ def test_a_record_of_an_older_format_is_stale_too() -> None:
     path.write_text(re.sub(r'"version": \d+', '"version": 1', text))
     with pytest.raises(CorruptRecordError, match="version 1 is not"):
         endpoint.read(path)
-    broken: list[Path] = []
-    assert endpoint.find(broken=broken) == [] and broken == [path]
+    broken: list[str] = []
+    assert endpoint.find(broken=broken) == [] and broken == [str(path)]
 
 
 def test_an_unreadable_jobs_folder_is_an_error_naming_it() -> None:
