@@ -88,6 +88,7 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str, contain
     spec = session.spec_from_env(
         os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
         container=container, container_runtime=container_runtime, idle_timeout=idle_timeout,
+        image_cache=cfg.image_cache,
     )
     os.environ.pop(session.WARN_BEFORE_ENV, None)  # the session's own: not passed on to shells
     sys.exit(session.Session(cli_base.runner(), spec).run())

@@ -83,6 +83,7 @@ class Config:
     wait_timeout: float = 1800.0
     warn_time_left: int = DEFAULT_WARN_TIME_LEFT
     sshd: str = "/usr/sbin/sshd"
+    image_cache: str = ""  # a shared container image cache (absolute); "": the user's own
     update: UpdateConfig = field(default_factory=UpdateConfig)
     clusters: tuple[Cluster, ...] = field(default=())
     source: Path | None = None
@@ -91,7 +92,8 @@ class Config:
         return next((c for c in self.clusters if c.name == name), None)
 
 
-KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "clusters", "update")
+KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "image_cache", "clusters",
+        "update")
 _CLUSTER_STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
 _CLUSTER_LIST = ("hosts", "vscode", "vscode_globals")
 
@@ -222,6 +224,12 @@ def parse(data: dict[str, Any], source: Path) -> Config:
         if not isinstance(value, str) or not value.startswith("/") or "\n" in value:
             raise ConfigError(f"{source}: sshd = {value!r}: expected an absolute path")
         values["sshd"] = value
+    if "image_cache" in data:
+        value = data["image_cache"]
+        if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "\n\0"):
+            raise ConfigError(f"{source}: image_cache = {value!r}: expected the absolute path of a "
+                              "shared folder for container images")
+        values["image_cache"] = value
     if "clusters" in data:
         tables = data["clusters"]
         if not isinstance(tables, dict):

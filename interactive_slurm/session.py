@@ -39,7 +39,7 @@ from typing import TextIO
 
 from interactive_slurm import __version__, containers, endpoint, hostca, keyhole, paths, tmpdirs
 from interactive_slurm.errors import CommandError, SessionError
-from interactive_slurm.imagecache import ImageCache
+from interactive_slurm.imagecache import CacheUnusable, ImageCache
 from interactive_slurm.runner import Runner, describe
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -74,6 +74,7 @@ class SessionSpec:
     container_runtime: str = ""  # "": the first runtime installed on the node
     idle_timeout: int = 0  # seconds without an SSH connection before the job ends itself; 0: never
     warn_before: int = WARN_BEFORE
+    image_cache: str = ""  # a shared container image cache (config.toml); "": the user's own
 
 
 def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -380,9 +381,17 @@ class Session:
             binds=(Path(pwd.getpwuid(os.getuid()).pw_dir), self.tmp, paths.state_dir()),
             gpu=self.spec.kind == "gpu", env=dict(os.environ),
         )
-        self.container = containers.prepare(
-            self.runner, runtime, self.spec.container, needs, ImageCache(), log=self.say
-        )
+        cache = ImageCache(Path(self.spec.image_cache), shared=True) if self.spec.image_cache \
+            else ImageCache()
+        try:
+            self.container = containers.prepare(
+                self.runner, runtime, self.spec.container, needs, cache, log=self.say
+            )
+        except CacheUnusable as exc:
+            self.say(f"{exc}; preparing the image in your own cache instead")
+            self.container = containers.prepare(
+                self.runner, runtime, self.spec.container, needs, ImageCache(), log=self.say
+            )
         containers.record(paths.job_dir(self.spec.job_id), self.container)
 
     def configure(self, key: Path, cert: Path) -> None:
@@ -747,7 +756,7 @@ def raise_fd_limit() -> None:
 
 def spec_from_env(
     env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str,
-    container_runtime: str = "", idle_timeout: int = 0,
+    container_runtime: str = "", idle_timeout: int = 0, image_cache: str = "",
 ) -> SessionSpec:
     job_id = env.get("SLURM_JOB_ID", "")
     if not endpoint.is_job_id(job_id):
@@ -760,4 +769,4 @@ def spec_from_env(
     warn_text = env.get(WARN_BEFORE_ENV, "")
     warn_before = int(warn_text) if warn_text.isascii() and warn_text.isdigit() else WARN_BEFORE
     return SessionSpec(job_id, kind, profile, valid_for, sshd, container, container_runtime,
-                       idle_timeout=idle_timeout, warn_before=warn_before)
+                       idle_timeout=idle_timeout, warn_before=warn_before, image_cache=image_cache)

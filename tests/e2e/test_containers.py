@@ -95,6 +95,37 @@ def test_cpu_and_gpu_sessions_started_at_once_share_one_cache_entry(images: Harn
     assert logs.count("waiting for another job that is preparing") == 1, logs
 
 
+def test_a_shared_image_cache_holds_the_entry_for_the_group(images: Harness,
+                                                            tmp_path: Path) -> None:
+    h = images
+    lab = tmp_path / "lab-images"
+    lab.mkdir()
+    lab.chmod(0o3770)  # group-writable, setgid, sticky: as a lab's shared folder is made
+    h.write_config(f'image_cache = "{lab}"\n')
+    h.write_profile("default", profile(SSHD_IMAGE))
+    assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
+    [entry] = [p for p in lab.iterdir() if not p.name.endswith(".lock")]
+    assert (entry / "complete").exists() and ".tmp-" not in entry.name
+    for path in [entry, *entry.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.lstat().st_mode
+            assert mode & 0o022 == 0 and mode & 0o040, path  # the group reads, nobody else writes
+    assert not (h.home / "cache" / "images").exists()  # not in the user's own cache
+
+
+def test_a_world_writable_shared_image_cache_is_refused(images: Harness, tmp_path: Path) -> None:
+    h = images
+    lab = tmp_path / "open-images"
+    lab.mkdir()
+    lab.chmod(0o1777)
+    h.write_config(f'image_cache = "{lab}"\n')
+    h.write_profile("default", profile(SSHD_IMAGE))
+    result = h.ssh("slurm-cpu", "true", check=False)
+    assert result.returncode == 255
+    assert f"image_cache {lab} (config.toml): refusing: writable by everyone" in result.stderr
+    assert list(lab.iterdir()) == []
+
+
 def test_an_image_without_sshd_fails_fast_with_the_reason(images: Harness) -> None:
     h = images
     h.write_profile("default", profile(NOSSHD_IMAGE))

@@ -31,10 +31,11 @@ def test_defaults_when_the_file_is_missing() -> None:
 def test_valid_file() -> None:
     path = write_config(
         'default_profile = "development"\nwait_timeout = 60\nsshd = "/opt/openssh/sbin/sshd"\n'
+        'image_cache = "/project/lab/images"\n'
     )
     assert config.load() == Config(
         default_profile="development", wait_timeout=60.0, sshd="/opt/openssh/sbin/sshd",
-        source=path,
+        image_cache="/project/lab/images", source=path,
     )
 
 
@@ -49,7 +50,7 @@ def test_unknown_key_lists_the_valid_ones() -> None:
         config.load()
     assert str(info.value) == (
         f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, "
-        "warn_time_left, sshd, clusters, update"
+        "warn_time_left, sshd, image_cache, clusters, update"
     )
 
 
@@ -79,6 +80,15 @@ def test_relative_sshd_path(value: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.load()
     assert str(info.value) == f"{path}: sshd = {value!r}: expected an absolute path"
+
+
+@pytest.mark.parametrize("value", ['"images"', '""', "5", '"/x\\ny"'])
+def test_image_cache_must_be_an_absolute_path(value: str) -> None:
+    path = write_config(f"image_cache = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        config.load()
+    assert str(info.value).startswith(f"{path}: image_cache = ")
+    assert str(info.value).endswith("expected the absolute path of a shared folder for container images")
 
 
 def test_bad_default_profile() -> None:

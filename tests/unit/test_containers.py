@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from interactive_slurm.containers import (
     parse_probe,
 )
 from interactive_slurm.errors import SessionError
-from interactive_slurm.imagecache import ImageCache, cache_key
+from interactive_slurm.imagecache import CacheUnusable, ImageCache, cache_key
 
 from .fakes import FakeRunner, Reply, fail, ok
 
@@ -133,7 +135,8 @@ def test_enroot_prepare_imports_once_creates_probes_and_binds_home(tmp_path: Pat
     calls = runner.argvs("true")
     key = cache_key("enroot", "ubuntu:22.04")
     assert calls[0][:3] == ("true", "import", "--output")
-    assert calls[0][3] == str(tmp_path / "cache" / f"{key}.tmp-{os.getpid()}" / "image")
+    building = f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
+    assert calls[0][3] == str(tmp_path / "cache" / building / "image")
     assert calls[1] == ("true", "create", "--force", "--name", "interactive-slurm-42",
                         str(tmp_path / "cache" / key / "image"))
     assert calls[2][:2] == ("true", "start") and "/bin/sh" in calls[2]
@@ -271,3 +274,67 @@ def test_cache_key_follows_a_changed_file(tmp_path: Path) -> None:
     image.write_bytes(b"22")
     assert cache_key("charliecloud", str(image)) != before
     assert cache_key("enroot", "ubuntu:22.04") == cache_key("enroot", "ubuntu:22.04")
+
+
+def shared_root(tmp_path: Path, mode: int = 0o3770) -> Path:
+    root = tmp_path / "lab-images"
+    root.mkdir()
+    root.chmod(mode)
+    return root
+
+
+def test_a_shared_cache_entry_is_readable_by_the_group_and_changeable_by_its_maker(
+    tmp_path: Path,
+) -> None:
+    cache = ImageCache(shared_root(tmp_path), shared=True)
+
+    def build(dest: Path) -> None:
+        (dest / "bin").mkdir(parents=True, mode=0o700)
+        (dest / "bin" / "sshd").write_text("#!/bin/sh\n")
+        (dest / "bin" / "sshd").chmod(0o700)
+        (dest / "etc").mkdir(mode=0o700)
+        (dest / "etc" / "secret").write_text("x")
+        (dest / "etc" / "secret").chmod(0o600)
+        os.symlink("bin", dest / "link")
+
+    image = cache.entry("k", build, "src")
+    for path in [cache.root / "k", *(cache.root / "k").rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode & 0o022 == 0, path  # nobody but its maker can change it
+        assert mode & 0o040, path  # the group can read it
+        if path.is_dir() or path.name == "sshd":
+            assert mode & 0o010, path  # ... enter it, or run it
+    assert stat.S_IMODE((image / "etc" / "secret").stat().st_mode) & 0o010 == 0
+    assert stat.S_IMODE((cache.root / "k.lock").stat().st_mode) & 0o022 == 0
+    assert cache.entry("k", build, "src") == image  # found again, not rebuilt
+
+
+@pytest.mark.parametrize(("mode", "problem"), [
+    (0o777, "writable by everyone"), (0o3777, "writable by everyone"),
+    (0o770, "group-writable without the sticky bit"),
+])
+def test_an_unsafe_shared_cache_is_refused_with_the_fix(tmp_path: Path, mode: int,
+                                                        problem: str) -> None:
+    root = shared_root(tmp_path, mode)
+    with pytest.raises(SessionError) as info:
+        ImageCache(root, shared=True).entry("k", lambda dest: dest.write_text("x"), "src")
+    assert f"image_cache {root} (config.toml)" in str(info.value)
+    assert problem in str(info.value)
+    assert list(root.iterdir()) == []  # nothing was made there
+
+
+def test_a_missing_shared_cache_is_not_created(tmp_path: Path) -> None:
+    root = tmp_path / "nope"
+    with pytest.raises(SessionError, match="ask its owner to create it"):
+        ImageCache(root, shared=True).entry("k", lambda dest: dest.write_text("x"), "src")
+    assert not root.exists()
+
+
+def test_a_shared_entry_others_could_change_is_not_used(tmp_path: Path) -> None:
+    cache = ImageCache(shared_root(tmp_path), shared=True)
+    cache.entry("k", lambda dest: dest.write_text("x"), "src")
+    (cache.root / "k").chmod(0o770)
+    with pytest.raises(CacheUnusable, match="could be changed by others"):
+        cache.entry("k", lambda dest: dest.write_text("x"), "src")
