@@ -14,6 +14,7 @@ import time
 
 from interactive_slurm import dirs
 from interactive_slurm.errors import CorruptRecordError, EndpointError, UnsafePathError
+from interactive_slurm.fastjson import loads
 from interactive_slurm.fsutil import read_private, unlink_if_present
 
 TYPE_CHECKING = False  # not typing's
@@ -94,36 +95,6 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint(job_id={self.job_id!r}, host={self.host!r}, port={self.port!r})"
-
-
-def loads(text: str) -> object:
-    """``json.loads(text)``, without importing json where CPython's C scanner (the one json
-    itself uses, with json's defaults) is there: json's import compiles regular expressions,
-    ~5 ms of every fast-path connect. Raises ValueError for anything json.loads refuses."""
-    try:
-        from _json import make_scanner
-    except ImportError:  # another Python: the json module then
-        import json
-
-        return json.loads(text)
-    body = text.strip(" \t\n\r")
-    try:
-        value, end = make_scanner(_JsonDefaults)(body, 0)  # type: ignore[arg-type]
-    except StopIteration:
-        raise ValueError("expecting a value at the start") from None
-    if end != len(body):
-        raise ValueError(f"extra data at character {end}")
-    return value
-
-
-class _JsonDefaults:
-    """What ``json.JSONDecoder()`` gives its scanner: no hooks, plain types, strict strings."""
-
-    strict = True
-    object_hook = object_pairs_hook = None
-    parse_float, parse_int = float, int
-    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"),
-                      "NaN": float("nan")}.__getitem__
 
 
 def from_json(text: str, source: StrPath) -> Endpoint:

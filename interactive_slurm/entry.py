@@ -65,27 +65,25 @@ def _is_seconds(value: str) -> bool:
 
 
 def default_profile() -> str:
-    from interactive_slurm import dirs
+    from interactive_slurm import configcache, dirs
 
-    if not os.path.exists(dirs.config_file()):
+    path = dirs.config_file()
+    if not os.path.exists(path):
         return "default"
-    from interactive_slurm import config
-
-    return config.load().default_profile
+    return configcache.load(path)[0]
 
 
 def warn_threshold() -> float:
     """``warn_time_left`` from config.toml; reads the file only when there is one."""
-    from interactive_slurm import dirs
+    from interactive_slurm import configcache, dirs
 
-    if not os.path.exists(dirs.config_file()):
+    path = dirs.config_file()
+    if not os.path.exists(path):
         return 1800.0  # config.DEFAULT_WARN_TIME_LEFT, without importing config
-    from interactive_slurm import config
-
     try:
-        return config.load().warn_time_left
+        return configcache.load(path)[1]
     except InteractiveSlurmError:
-        return float(config.DEFAULT_WARN_TIME_LEFT)
+        return 1800.0
 
 
 def fast_socket(

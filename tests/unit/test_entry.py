@@ -60,7 +60,8 @@ FAST_PATH_MODULES = {
     "__future__", "_collections_abc", "_json", "_operator", "_sha256", "_sha2", "_socket", "_stat",
     "errno", "fcntl", "genericpath", "os", "os.path", "posixpath", "select", "stat",
     "interactive_slurm", "interactive_slurm.dirs", "interactive_slurm.endpoint",
-    "interactive_slurm.entry", "interactive_slurm.errors", "interactive_slurm.fastpath",
+    "interactive_slurm.entry", "interactive_slurm.errors", "interactive_slurm.fastjson",
+    "interactive_slurm.fastpath", "interactive_slurm.configcache",
     "interactive_slurm.fsutil", "interactive_slurm.keyhole", "interactive_slurm.splice",
 }
 
@@ -155,3 +156,31 @@ def test_the_wait_for_a_note_is_bounded() -> None:
     fastpath.report_end("43", err, session_closed=True, wait=0.2)
     assert 0.2 <= time.monotonic() - start < 2.0
     assert err.getvalue() == ""
+
+
+def _config_in_a_fresh_process() -> tuple[str, bool]:
+    """default_profile() and warn_threshold() as the fast path runs them, and whether that
+    loaded the config module (tomllib, dataclasses: ~35 ms)."""
+    code = ("import sys; from interactive_slurm import entry;"
+            "print(entry.default_profile(), entry.warn_threshold(),"
+            " 'interactive_slurm.config' in sys.modules)")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ}).stdout.split()
+    return f"{out[0]} {out[1]}", out[2] == "True"
+
+
+def test_the_fast_path_keeps_config_values_while_config_toml_stays_the_same(home: Path) -> None:
+    config_file = home / "config" / "config.toml"
+    config_file.parent.mkdir(parents=True, mode=0o700)
+    config_file.write_text('default_profile = "dev"\nwarn_time_left = "10m"\n')
+    assert _config_in_a_fresh_process() == ("dev 600.0", True)  # loaded once, then kept
+    assert (home / "state" / "config-cache.json").stat().st_mode & 0o777 == 0o600
+    assert _config_in_a_fresh_process() == ("dev 600.0", False)
+    config_file.write_text('default_profile = "gpuwork"\n')  # any edit: loaded again
+    assert _config_in_a_fresh_process() == ("gpuwork 1800.0", True)
+    assert _config_in_a_fresh_process() == ("gpuwork 1800.0", False)
+    config_file.write_text('default_profile = "../x"\n')  # and checked again
+    code = "from interactive_slurm import entry; entry.default_profile()"
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                            env={**os.environ})
+    assert result.returncode != 0 and "default_profile" in result.stderr
