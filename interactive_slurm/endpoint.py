@@ -233,6 +233,16 @@ def discard(ep: Endpoint) -> bool:
     return True
 
 
+def still_published(ep: Endpoint) -> bool:
+    """Whether ``ep``'s record is still the file it was read from (its session has not
+    withdrawn it)."""
+    try:
+        st = os.stat(dirs.endpoint_file(ep.job_id))
+    except OSError:
+        return False
+    return ep.identity is None or (st.st_dev, st.st_ino) == ep.identity[:2]
+
+
 def remove(job_id: str) -> None:
     unlink_if_present(dirs.endpoint_file(job_id))
 

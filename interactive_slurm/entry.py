@@ -170,7 +170,7 @@ def connect_main(args: list[str]) -> None:
         closed = splice(0, 1, sock)
     finally:
         sock.close()
-    fastpath.report_end(ep.job_id, session_closed=closed)
+    fastpath.report_end(ep, session_closed=closed)
 
 
 def main() -> None:
@@ -201,7 +201,7 @@ def main() -> None:
                 closed = splice(0, 1, sock)
             finally:
                 sock.close()
-            report_end(ep.job_id, session_closed=closed)
+            report_end(ep, session_closed=closed)
             return
     from interactive_slurm.cli import main as cli_main
 

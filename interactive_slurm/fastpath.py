@@ -24,10 +24,13 @@ if TYPE_CHECKING:
     from typing import TextIO
 
 CONNECT_TIMEOUT = 3.0
-#: How long a proxy whose session closed first waits for the session's ``ended`` note: Slurm
-#: signals the shell, sshd and the session at once, and the session asks Slurm why (one
-#: ``scontrol``) before it writes the note, so the connection can close a moment before it.
+#: A proxy whose session closed first looks for the session's ``ended`` note this long when
+#: the session has already withdrawn its record (it is stopping: Slurm signals the shell, sshd
+#: and the session at once, and the session asks Slurm why before it writes the note), and
+#: only :data:`NOTE_GRACE` while the record is still there (an sshd that failed, most likely;
+#: or a stop signal not yet handled).
 NOTE_WAIT = 1.5
+NOTE_GRACE = 0.3
 NOTE_POLL = 0.05
 
 
@@ -113,22 +116,25 @@ def find_and_connect(
     return connect_first(found)
 
 
-def report_end(job_id: str, err: TextIO | None = None, *, session_closed: bool = False,
-               wait: float = NOTE_WAIT) -> None:
+def report_end(ep: Endpoint, err: TextIO | None = None, *, session_closed: bool = False,
+               wait: float = NOTE_WAIT, grace: float = NOTE_GRACE) -> None:
     """After the connection ended: say why, if the job ended (its session left a note).
 
     ``session_closed``: the session's side closed first (ssh had not hung up), so the job may
-    be ending; look for the note for up to ``wait`` seconds before the proxy exits (ssh sees
-    the end only then). When ssh hangs up first it also stops the proxy, so nothing waits.
+    be ending: look for the note a moment before the proxy exits (ssh sees the end only then).
+    When ssh hangs up first it also stops the proxy, so nothing waits.
     """
-    note = endpoint.ended_note(job_id)
-    deadline = time.monotonic() + wait
-    while note is None and session_closed and time.monotonic() < deadline:
+    note = endpoint.ended_note(ep.job_id)
+    start = time.monotonic()
+    while note is None and session_closed:
+        limit = grace if endpoint.still_published(ep) else wait
+        if time.monotonic() - start >= limit:
+            break
         time.sleep(NOTE_POLL)
-        note = endpoint.ended_note(job_id)
+        note = endpoint.ended_note(ep.job_id)
     if note:
         stream = err or sys.stderr
-        stream.write(f"interactive-slurm: session ended: job {job_id} {note}\n")
+        stream.write(f"interactive-slurm: session ended: job {ep.job_id} {note}\n")
         stream.flush()
 
 

@@ -200,28 +200,30 @@ def write_launcher(venv: Path) -> Path:
     ssh starts the script for every connection, and pip's wrapper costs it ~6 ms before any of
     our code runs (``site`` with every ``.pth`` file, then ``import re``). This one runs the
     venv's python with ``-I`` (nothing from the cwd, ``PYTHON*`` or the user's site: an install
-    is never changed by a stray ``~/socket.py``) and, where the interpreter finds its venv
-    without ``site`` (3.11+), ``-S`` with the venv's site-packages added by the script itself.
-    A venv whose path makes the ``#!`` line too long for the kernel keeps pip's script.
+    is never changed by a stray ``~/socket.py``) and ``-S``, and does itself what ``site`` does
+    for a venv: ``sys.prefix`` is the venv, its site-packages are on ``sys.path``. A venv that
+    also sees the system's packages (``include-system-site-packages``) keeps ``site`` (``-I``
+    only), and one whose path makes the ``#!`` line too long for the kernel keeps pip's script.
     """
     python = venv / "bin" / "python"
-    out = _run([str(python), "-I", "-c",
-                "import sys, sysconfig; print(int(sys.version_info >= (3, 11))); "
-                "print(sysconfig.get_paths()['purelib'])"],
-               f"asking {python} where its packages are", timeout=60)
-    no_site, purelib = out.splitlines()[:2]
-    shebang = f"#!{python} -I{'S' if no_site == '1' else ''}"
+    purelib = _run([str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                   f"asking {python} where its packages are", timeout=60).strip()
+    try:
+        cfg = (venv / "pyvenv.cfg").read_text()
+    except OSError as exc:
+        raise InstallError(f"{venv} is not a venv (no pyvenv.cfg): {exc}") from exc
+    system_site = re.search(r"^include-system-site-packages\s*=\s*true\s*$", cfg, re.M | re.I)
+    shebang = f"#!{python} -I{'' if system_site else 'S'}"
     script = venv / "bin" / "interactive-slurm"
     if len(shebang) > SHEBANG_LIMIT:
         return script
-    text = (f"{shebang}\n{LAUNCHER_HEADER}\n"
-            "import sys\n"
-            f"if {purelib!r} not in sys.path:\n"
-            f"    sys.path.append({purelib!r})\n"
-            "from interactive_slurm.entry import main\n"
-            "sys.exit(main())\n")
+    lines = [shebang, LAUNCHER_HEADER, "import sys"]
+    if not system_site:  # what site.venv() would do
+        lines += [f"sys.prefix = sys.exec_prefix = {str(venv)!r}",
+                  f"sys.path.append({purelib!r})"]
+    lines += ["from interactive_slurm.entry import main", "sys.exit(main())"]
     tmp = script.with_name(f".{script.name}.{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_text("\n".join(lines) + "\n")
     os.chmod(tmp, os.stat(script).st_mode & 0o7777)  # the mode pip gave its script
     os.replace(tmp, script)
     return script

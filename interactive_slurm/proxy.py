@@ -512,4 +512,4 @@ def run(
         closed = splice(stdin_fd, stdout_fd, sock, initial)
     finally:
         sock.close()
-    report_end(ep.job_id, err, session_closed=closed)
+    report_end(ep, err, session_closed=closed)

@@ -675,7 +675,11 @@ class Session:
             os.close(wfd)
 
     def leave_note(self, signum: int) -> None:
-        """Write why the job ends where proxies look (before their connections close)."""
+        """Write why the job ends where proxies look (before their connections close).
+
+        The record goes first: no new connect comes here, and a proxy whose connection Slurm's
+        signal has already closed sees the session stopping and waits for the note."""
+        endpoint.remove(self.spec.job_id)
         if self.end_reason:
             reason = self.end_reason
         elif signum == signal.SIGTERM:

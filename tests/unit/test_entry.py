@@ -132,29 +132,53 @@ def _leave_note_later(job_id: str, delay: float) -> threading.Thread:
     return thread
 
 
-def test_a_session_that_closed_first_gets_a_moment_to_leave_its_note() -> None:
+def _record(job_id: str) -> endpoint.Endpoint:
+    endpoint.publish(endpoint.Endpoint(
+        job_id=job_id, kind="cpu", profile="default", host="127.0.0.1", port=2, host_key="k",
+        session_pid=1, started_at=1.0, secret="ab" * 32))
+    ep = endpoint.read_job(job_id)
+    assert ep is not None
+    return ep
+
+
+def test_a_stopping_session_that_closed_first_gets_a_moment_to_leave_its_note() -> None:
+    ep = _record("41")
+    endpoint.remove("41")  # the session withdrew its record: it is stopping
     err = io.StringIO()
-    writer = _leave_note_later("41", 0.3)
-    fastpath.report_end("41", err, session_closed=True, wait=5.0)
+    writer = _leave_note_later("41", 0.6)
+    fastpath.report_end(ep, err, session_closed=True, wait=5.0, grace=0.1)
     writer.join()
     assert err.getvalue() == "interactive-slurm: session ended: job 41 was cancelled\n"
 
 
+def test_a_session_still_published_gets_only_the_grace() -> None:
+    ep = _record("44")  # e.g. an sshd that failed: the session goes on
+    err = io.StringIO()
+    start = time.monotonic()
+    fastpath.report_end(ep, err, session_closed=True, wait=5.0, grace=0.2)
+    assert 0.2 <= time.monotonic() - start < 2.0
+    assert err.getvalue() == ""
+
+
 def test_when_ssh_hung_up_first_nothing_waits_for_a_note() -> None:
+    ep = _record("42")
+    endpoint.remove("42")
     err = io.StringIO()
     writer = _leave_note_later("42", 0.5)
     start = time.monotonic()
-    fastpath.report_end("42", err, session_closed=False, wait=5.0)
+    fastpath.report_end(ep, err, session_closed=False, wait=5.0)
     assert time.monotonic() - start < 0.3
     assert err.getvalue() == ""
     writer.join()
 
 
 def test_the_wait_for_a_note_is_bounded() -> None:
+    ep = _record("43")
+    endpoint.remove("43")
     err = io.StringIO()
     start = time.monotonic()
-    fastpath.report_end("43", err, session_closed=True, wait=0.2)
-    assert 0.2 <= time.monotonic() - start < 2.0
+    fastpath.report_end(ep, err, session_closed=True, wait=0.3, grace=0.0)
+    assert 0.3 <= time.monotonic() - start < 2.0
     assert err.getvalue() == ""
 
 

@@ -92,10 +92,15 @@ def test_install_switch_again_and_prune(built: tuple[Path, list[wheels.Built]], 
     assert "interactive-slurm, version" in out
     # The lean console script: isolated (-I), and without site where the venv allows it.
     first, header = script.read_text().splitlines()[:2]
-    flags = "-IS" if sys.version_info >= (3, 11) else "-I"
-    assert first == f"#!{root / 'versions' / vid / 'bin' / 'python'} {flags}"
+    assert first == f"#!{root / 'versions' / vid / 'bin' / 'python'} -IS"
     assert header == installs.LAUNCHER_HEADER
     assert script.stat().st_mode & 0o111
+    # ... and it knows its venv as site would have told it (the updater finds its root by it).
+    setup = script.read_text().split("from interactive_slurm.entry import main")[0]
+    code = setup + "import interactive_slurm.installs as i; print(sys.prefix, i.root_of(sys.prefix))"
+    out = subprocess.run([str(root / "versions" / vid / "bin" / "python"), "-IS", "-c", code],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(root / "versions" / vid), str(root)]
     assert (root / "lock").stat().st_mode & 0o777 == 0o600
     assert root.stat().st_mode & 0o777 == 0o700
     mtime = (root / "versions" / vid / installs.COMPLETE).stat().st_mtime
