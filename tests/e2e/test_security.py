@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import textwrap
 import time
@@ -44,6 +45,19 @@ def kill_session_hard(ep: dict[str, object]) -> None:
     # A SIGKILLed session cannot clean up its temp dir: the test does (as a node's tmp reaper).
     for leftover in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"interactive-slurm-{ep['job_id']}-*"):
         shutil.rmtree(leftover)
+    # A connection the session closed first keeps its port in TIME_WAIT for up to 60 s (the
+    # session binds without SO_REUSEADDR): the tests' attacker takes the port once it is free.
+    wait_for(lambda: port_is_free(int(ep["port"])), 90, "the dead session's port to be free")  # type: ignore[call-overload]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def test_strict_checking_new_job_and_replaced_job_no_prompt(harness: Harness) -> None:
