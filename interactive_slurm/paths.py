@@ -8,6 +8,8 @@ State layout::
 
     state/
       lock                 per-user lock of the proxy's slow path
+      config-cache.json    config.toml's default_profile and warn_time_left for the fast path,
+                           valid while config.toml is the same file (see :mod:`configcache`)
       hostca/ca, ca.pub    the user's host CA (0600 / 0644)
       jobs/<jobid>/        one folder per job: endpoint.json (0600, with the keyhole secret),
                            ended (why the job ended; kept a while after it)
