@@ -22,7 +22,8 @@ never makes it), must not be writable by others, and if its group may write it m
 sticky bit (``chmod 1770``/``3770``: members cannot remove or rename each other's entries).
 Entries are made readable by the group (0755 folders) and an entry that its group or others
 could change is never used. What the user cannot fix there (another member's half-made entry)
-raises :class:`CacheUnusable`, and the session prepares the image in the user's own cache.
+raises :class:`CacheUnusable`, and the session prepares the image in the user's own cache. A
+shared cache the user may only read (one the admins fill, say) serves its complete entries.
 """
 
 from __future__ import annotations
@@ -99,8 +100,19 @@ class ImageCache:
             paths.ensure_private_dir(self.root)
         final = self.root / key
         # Read-only is enough for flock, and lets every member lock a shared entry.
-        fd = os.open(self.root / f"{key}.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW,
-                     0o644 if self.shared else 0o600)
+        try:
+            fd = os.open(self.root / f"{key}.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW,
+                         0o644 if self.shared else 0o600)
+        except PermissionError:
+            if not self.shared:
+                raise
+            # A shared cache this user may only read (an admins' one, say): a complete entry
+            # is used as it is (entries never change once renamed into place).
+            if (final / COMPLETE).is_file():
+                self._check_entry(final)
+                return final / "image"
+            raise CacheUnusable(f"shared cache {self.root} has no {source} yet and is not "
+                                "writable by you") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,22 +96,37 @@ def test_cpu_and_gpu_sessions_started_at_once_share_one_cache_entry(images: Harn
     assert logs.count("waiting for another job that is preparing") == 1, logs
 
 
-def test_a_shared_image_cache_holds_the_entry_for_the_group(images: Harness,
-                                                            tmp_path: Path) -> None:
+LAB_GROUP = "islab"  # isuser and isother (scripts/test)
+
+
+def test_a_shared_image_cache_holds_the_entry_for_the_group(images: Harness) -> None:
     h = images
-    lab = tmp_path / "lab-images"
-    lab.mkdir()
-    lab.chmod(0o3770)  # group-writable, setgid, sticky: as a lab's shared folder is made
-    h.write_config(f'image_cache = "{lab}"\n')
-    h.write_profile("default", profile(SSHD_IMAGE))
-    assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
-    [entry] = [p for p in lab.iterdir() if not p.name.endswith(".lock")]
-    assert (entry / "complete").exists() and ".tmp-" not in entry.name
-    for path in [entry, *entry.rglob("*")]:
-        if not path.is_symlink():
-            mode = path.lstat().st_mode
-            assert mode & 0o022 == 0 and mode & 0o040, path  # the group reads, nobody else writes
-    assert not (h.home / "cache" / "images").exists()  # not in the user's own cache
+    lab = Path(tempfile.mkdtemp(prefix="is-lab-images-"))  # in /tmp: the other member can reach it
+    try:
+        shutil.chown(lab, group=LAB_GROUP)
+        lab.chmod(0o3770)  # group-writable, setgid, sticky: as a lab's shared folder is made
+        h.write_config(f'image_cache = "{lab}"\n')
+        h.write_profile("default", profile(SSHD_IMAGE))
+        assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
+        [entry] = [p for p in lab.iterdir() if not p.name.endswith(".lock")]
+        assert (entry / "complete").exists() and ".tmp-" not in entry.name
+        for path in [entry, *entry.rglob("*")]:
+            if not path.is_symlink():
+                mode = path.lstat().st_mode
+                assert mode & 0o022 == 0 and mode & 0o040, path  # the group reads; no one else writes
+        assert not (h.home / "cache" / "images").exists()  # not in the user's own cache
+        # The other member runs the prepared image as it is, and cannot change it.
+        other = ["sudo", "-n", "-u", "isother"]
+        ran = subprocess.run([*other, "ch-run", str(entry / "image"), "--", "cat",
+                              "/etc/interactive-slurm-test-image"], capture_output=True, text=True)
+        assert "inside-test-image" in ran.stdout, ran.stderr
+        for target in (entry / "image" / "planted", entry / "complete"):
+            assert subprocess.run([*other, "touch", str(target)], capture_output=True).returncode != 0
+        assert subprocess.run([*other, "mv", str(entry), str(lab / "moved")],
+                              capture_output=True).returncode != 0  # the sticky bit
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(lab)], check=False)
+        shutil.rmtree(lab, ignore_errors=True)
 
 
 def test_a_world_writable_shared_image_cache_is_refused(images: Harness, tmp_path: Path) -> None:

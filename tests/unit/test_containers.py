@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm import containers
+from interactive_slurm import containers, imagecache
 from interactive_slurm.containers import (
     Apptainer,
     Charliecloud,
@@ -338,3 +338,24 @@ def test_a_shared_entry_others_could_change_is_not_used(tmp_path: Path) -> None:
     (cache.root / "k").chmod(0o770)
     with pytest.raises(CacheUnusable, match="could be changed by others"):
         cache.entry("k", lambda dest: dest.write_text("x"), "src")
+
+
+def test_a_read_only_shared_cache_serves_its_entries_and_sends_the_rest_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = shared_root(tmp_path, 0o3770)
+    ImageCache(root, shared=True).entry("k", lambda dest: dest.write_text("x"), "src")
+    (root / "k.lock").unlink()
+    real_open = os.open
+
+    def no_new_files(path: str, flags: int, mode: int = 0o777) -> int:  # as for a reader only
+        if flags & os.O_CREAT and not os.path.exists(path):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(imagecache.os, "open", no_new_files)
+    cache = ImageCache(root, shared=True)
+    assert cache.entry("k", lambda dest: dest.write_text("y"), "src") == root / "k" / "image"
+    assert (root / "k" / "image").read_text() == "x"
+    with pytest.raises(CacheUnusable, match=r"has no other\.sqsh yet and is not writable by you"):
+        cache.entry("other", lambda dest: dest.write_text("y"), "other.sqsh")
