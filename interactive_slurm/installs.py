@@ -203,7 +203,8 @@ def write_launcher(venv: Path) -> Path:
     is never changed by a stray ``~/socket.py``) and ``-S``, and does itself what ``site`` does
     for a venv: ``sys.prefix`` is the venv, its site-packages are on ``sys.path``. A venv that
     also sees the system's packages (``include-system-site-packages``) keeps ``site`` (``-I``
-    only), and one whose path makes the ``#!`` line too long for the kernel keeps pip's script.
+    only), and one whose path makes the ``#!`` line too long for the kernel (or holds a space)
+    keeps pip's script.
     """
     python = venv / "bin" / "python"
     purelib = _run([str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -215,8 +216,8 @@ def write_launcher(venv: Path) -> Path:
     system_site = re.search(r"^include-system-site-packages\s*=\s*true\s*$", cfg, re.M | re.I)
     shebang = f"#!{python} -I{'' if system_site else 'S'}"
     script = venv / "bin" / "interactive-slurm"
-    if len(shebang) > SHEBANG_LIMIT:
-        return script
+    if len(shebang) > SHEBANG_LIMIT or any(c.isspace() for c in str(python)):
+        return script  # the kernel would cut the #! line there
     lines = [shebang, LAUNCHER_HEADER, "import sys"]
     if not system_site:  # what site.venv() would do
         lines += [f"sys.prefix = sys.exec_prefix = {str(venv)!r}",
