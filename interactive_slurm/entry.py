@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from interactive_slurm import endpoint
 
 _OPTIONS = ("--profile", "--container", "--timeout")
+#: config.DEFAULT_WARN_TIME_LEFT, without importing config (tests/unit/test_entry.py: equal).
+DEFAULT_WARN_TIME_LEFT = 1800.0
 #: How long a started check owns the stamp before another proxy may start one (it sets the
 #: real next due time when it ends, succeeded or not).
 CLAIM_SECONDS = 3600
@@ -79,11 +81,11 @@ def warn_threshold() -> float:
 
     path = dirs.config_file()
     if not os.path.exists(path):
-        return 1800.0  # config.DEFAULT_WARN_TIME_LEFT, without importing config
+        return DEFAULT_WARN_TIME_LEFT
     try:
         return configcache.load(path)[1]
     except InteractiveSlurmError:
-        return 1800.0
+        return DEFAULT_WARN_TIME_LEFT
 
 
 def fast_socket(

@@ -208,3 +208,9 @@ def test_the_fast_path_keeps_config_values_while_config_toml_stays_the_same(home
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                             env={**os.environ})
     assert result.returncode != 0 and "default_profile" in result.stderr
+
+
+def test_the_fast_paths_default_warning_time_is_configs() -> None:
+    from interactive_slurm import config
+
+    assert entry.DEFAULT_WARN_TIME_LEFT == config.DEFAULT_WARN_TIME_LEFT
