@@ -40,16 +40,22 @@ def _xdg(variable: str, default: str) -> str | None:
     return os.path.join(home, default, APP)
 
 
-def config_dir() -> str:
+def _folder(kind: str, variable: str, default: str) -> str:
+    """The ``kind`` folder (``config`` or ``state``): the override, the simple XDG rule, or
+    platformdirs' ``user_<kind>_dir``."""
     base = override()
     if base:
-        return os.path.join(base, "config")
-    found = _xdg("XDG_CONFIG_HOME", ".config")
+        return os.path.join(base, kind)
+    found = _xdg(variable, default)
     if found:
         return found
     import platformdirs
 
-    return str(platformdirs.user_config_dir(APP))
+    return str(getattr(platformdirs, f"user_{kind}_dir")(APP))
+
+
+def config_dir() -> str:
+    return _folder("config", "XDG_CONFIG_HOME", ".config")
 
 
 def config_file() -> str:
@@ -59,16 +65,17 @@ def config_file() -> str:
     return os.path.join(config_dir(), "config.toml")
 
 
-def state_dir() -> str:
-    base = override()
-    if base:
-        return os.path.join(base, "state")
-    found = _xdg("XDG_STATE_HOME", ".local/state")
-    if found:
-        return found
-    import platformdirs
+def known_hosts_file() -> str:
+    """The known_hosts file the tool manages (one ``@cert-authority`` line)."""
+    return os.path.join(config_dir(), "known_hosts")
 
-    return str(platformdirs.user_state_dir(APP))
+
+def profiles_dir() -> str:
+    return os.path.join(config_dir(), "profiles")
+
+
+def state_dir() -> str:
+    return _folder("state", "XDG_STATE_HOME", ".local/state")
 
 
 def jobs_dir() -> str:
@@ -87,12 +94,14 @@ def update_dir() -> str:
     return os.path.join(state_dir(), "update")
 
 
+def hostca_dir() -> str:
+    return os.path.join(state_dir(), "hostca")
+
+
 def trusted_paths() -> tuple[str, ...]:
     """The files and folders the tool trusts (checked like StrictModes when they exist)."""
-    config, state = config_dir(), state_dir()
-    return (config, config_file(), os.path.join(config, "known_hosts"),
-            os.path.join(config, "profiles"), state, os.path.join(state, "jobs"),
-            os.path.join(state, "hostca"))
+    return (config_dir(), config_file(), known_hosts_file(), profiles_dir(), state_dir(),
+            jobs_dir(), hostca_dir())
 
 
 def check_trusted() -> None:

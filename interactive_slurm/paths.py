@@ -50,7 +50,7 @@ def config_file() -> Path:
 
 
 def user_profiles_dir() -> Path:
-    return config_dir() / "profiles"
+    return Path(dirs.profiles_dir())
 
 
 def state_dir() -> Path:
@@ -82,7 +82,7 @@ def lock_file() -> Path:
 
 
 def hostca_dir() -> Path:
-    return state_dir() / "hostca"
+    return Path(dirs.hostca_dir())
 
 
 def update_dir() -> Path:
@@ -116,7 +116,7 @@ def image_cache_dir() -> Path:
 
 def known_hosts_file() -> Path:
     """The known_hosts file the tool manages (one ``@cert-authority`` line)."""
-    return config_dir() / "known_hosts"
+    return Path(dirs.known_hosts_file())
 
 
 def trusted_paths() -> tuple[Path, ...]:
