@@ -10,22 +10,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from unit.modes import writable_by_others
 
 from .conftest import REQUIRED, TOOL, Harness, my_jobs, wait_for
 from .test_security import as_other, endpoint_of, kill_session_hard, other_user  # noqa: F401
 
 OTHER_USER = pytest.mark.usefixtures("other_user")
-
-
-def writable_by_others(root: Path) -> list[str]:
-    bad = []
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files, ""]:
-            path = Path(folder, name)
-            st = os.lstat(path)
-            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022:
-                bad.append(f"{path} {stat.S_IMODE(st.st_mode):04o}")
-    return bad
 
 
 def one_error_line(stderr: str) -> str:

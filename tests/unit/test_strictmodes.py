@@ -35,6 +35,7 @@ from interactive_slurm.laptop import changes
 from interactive_slurm.runner import SubprocessRunner
 
 from .fakes import FakeRunner, fail, ok
+from .modes import writable_by_others
 from .test_endpoint import make
 
 needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
@@ -42,17 +43,6 @@ needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def writable_by_others(root: Path) -> list[str]:
-    bad = []
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files, ""]:
-            path = Path(folder, name)
-            st = os.lstat(path)
-            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022:
-                bad.append(f"{path} {stat.S_IMODE(st.st_mode):04o}")
-    return bad
 
 
 # --- the walk (check_secure), with a fake file system -------------------------------------------
