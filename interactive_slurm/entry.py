@@ -18,13 +18,13 @@ import os
 import sys
 import time
 
-from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.base.errors import InteractiveSlurmError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the fast path ~3 ms
 if TYPE_CHECKING:
     from _socket import socket as Socket
 
-    from interactive_slurm import endpoint
+    from interactive_slurm.connect import endpoint
 
 _OPTIONS = ("--profile", "--container", "--timeout")
 #: config.DEFAULT_WARN_TIME_LEFT, without importing config (tests/unit/test_entry.py: equal).
@@ -67,9 +67,10 @@ def _is_seconds(value: str) -> bool:
 
 
 def default_profile() -> str:
-    from interactive_slurm import configcache, dirs
+    from interactive_slurm.base import folders
+    from interactive_slurm.connect import configcache
 
-    path = dirs.config_file()
+    path = folders.config_file()
     if not os.path.exists(path):
         return "default"
     return configcache.load(path)[0]
@@ -77,9 +78,10 @@ def default_profile() -> str:
 
 def warn_threshold() -> float:
     """``warn_time_left`` from config.toml; reads the file only when there is one."""
-    from interactive_slurm import configcache, dirs
+    from interactive_slurm.base import folders
+    from interactive_slurm.connect import configcache
 
-    path = dirs.config_file()
+    path = folders.config_file()
     if not os.path.exists(path):
         return DEFAULT_WARN_TIME_LEFT
     try:
@@ -93,7 +95,7 @@ def fast_socket(
 ) -> tuple[endpoint.Endpoint, Socket] | None:
     """A keyhole-checked connection to a live session of this kind/profile, from endpoint
     records alone; stale records met on the way are dropped (one line each on stderr)."""
-    from interactive_slurm.fastpath import find_and_connect
+    from interactive_slurm.connect.fastpath import find_and_connect
 
     return find_and_connect(kind, profile or default_profile(), container)
 
@@ -102,10 +104,10 @@ def update_check_due(now: float) -> bool:
     """Whether this install should start the automatic update check now (one stat)."""
     if os.path.basename(os.path.dirname(os.path.realpath(sys.prefix))) != "versions":
         return False  # not a versioned install: nothing to update
-    from interactive_slurm import dirs
+    from interactive_slurm.base import folders
 
     try:
-        return os.stat(os.path.join(dirs.update_dir(), "next-check")).st_mtime <= now
+        return os.stat(os.path.join(folders.update_dir(), "next-check")).st_mtime <= now
     except FileNotFoundError:
         return True
     except OSError:
@@ -116,9 +118,9 @@ def start_update_check(now: float) -> None:
     """Claim the stamp and start the detached check, its stdio in the update log."""
     import subprocess
 
-    from interactive_slurm import paths
+    from interactive_slurm.base import folders
 
-    folder = paths.ensure_private_dir(paths.update_dir())
+    folder = folders.ensure_private_dir(folders.update_dir())
     stamp = folder / "next-check"
     stamp.touch(mode=0o600)
     os.utime(stamp, (now + CLAIM_SECONDS, now + CLAIM_SECONDS))
@@ -150,7 +152,7 @@ def connect_main(args: list[str]) -> None:
 
     Keyhole + splice for one job's record; no Slurm, no slow path.
     """
-    from interactive_slurm import endpoint, fastpath
+    from interactive_slurm.connect import endpoint, fastpath
 
     try:
         if len(args) != 1:
@@ -166,7 +168,7 @@ def connect_main(args: list[str]) -> None:
     except InteractiveSlurmError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)
-    from interactive_slurm.splice import splice
+    from interactive_slurm.connect.splice import splice
 
     try:
         closed = splice(0, 1, sock)
@@ -193,8 +195,8 @@ def main() -> None:
             except KeyboardInterrupt:
                 sys.exit(130)
         if found is not None:
-            from interactive_slurm.fastpath import report_end, warn_time_left
-            from interactive_slurm.splice import splice
+            from interactive_slurm.connect.fastpath import report_end, warn_time_left
+            from interactive_slurm.connect.splice import splice
 
             ep, sock = found
             if ep.ends_at > 0:
@@ -205,6 +207,6 @@ def main() -> None:
                 sock.close()
             report_end(ep, session_closed=closed)
             return
-    from interactive_slurm.cli import main as cli_main
+    from interactive_slurm.cli.main import main as cli_main
 
     cli_main()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from interactive_slurm import fsutil, paths
+from interactive_slurm.base import folders, fsutil
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Change:
             target.unlink(missing_ok=True)
         else:
             if not target.parent.exists():
-                paths.ensure_private_dir(target.parent)
+                folders.ensure_private_dir(target.parent)
             fsutil.write_private_atomic(target, self.after)
         return backup
 
@@ -69,5 +69,5 @@ def read(path: Path) -> str | None:
 def private_dir(path: Path) -> Path:
     """Make ``path`` (and missing parents) 0700; an existing folder keeps its mode."""
     if not path.exists():
-        paths.ensure_private_dir(path)
+        folders.ensure_private_dir(path)
     return path

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import asyncssh
 
-from interactive_slurm import paths
-from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import InteractiveSlurmError
 
 
 class LoginError(InteractiveSlurmError):
@@ -230,7 +230,7 @@ async def _trust_new_host_key(host: str, port: int, term: Terminal, tunnel: Any,
         )
     if not term.confirm(question, default=False):
         raise LoginError(f"{pattern}: host key not trusted; nothing was changed")
-    paths.make_private_dirs(known.parent)
+    folders.make_private_dirs(known.parent)
     line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
     fd = os.open(known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # 0600 whatever the umask
     with os.fdopen(fd, "a", encoding="utf-8") as fh:

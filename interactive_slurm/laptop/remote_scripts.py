@@ -63,7 +63,7 @@ print(json.dumps({"added": added, "file": ak}))
 """
 
 # argv: install root (absolute). Removes an install made by setup: only a folder that has the
-# layout of interactive_slurm.installs (versions/ and a current link), nothing else.
+# layout of interactive_slurm.install.installs (versions/ and a current link), nothing else.
 UNINSTALL = r"""
 import json, os, shutil, sys
 root = sys.argv[1]

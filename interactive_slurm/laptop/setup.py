@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interactive_slurm import __version__, config, fsutil, installs, paths
-from interactive_slurm.errors import ConfigError, InteractiveSlurmError
+from interactive_slurm import __version__
+from interactive_slurm.base import config, folders, fsutil
+from interactive_slurm.base.errors import ConfigError, InteractiveSlurmError
+from interactive_slurm.base.runner import Runner
+from interactive_slurm.install import installs
 from interactive_slurm.laptop import changes, jsonc, remote_scripts, sshconfig, vscode, wheels
 from interactive_slurm.laptop.connection import Login, Target, Terminal
-from interactive_slurm.runner import Runner
 
 DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
 DEFAULT_NAME = "slurm"
@@ -130,7 +132,7 @@ def make_key(identity: Path, passphrase: str | None) -> None:
 # --- local paths --------------------------------------------------------------------------------
 
 def known_hosts_file(name: str) -> Path:
-    return paths.config_dir() / f"known_hosts-{name}"
+    return Path(folders.config_dir()) / f"known_hosts-{name}"
 
 
 def control_dir() -> Path:

@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from interactive_slurm.errors import ConfigError
+from interactive_slurm.base.errors import ConfigError
 
 KINDS = ("cpu", "gpu")
 CONTROL_PERSIST = "30m"

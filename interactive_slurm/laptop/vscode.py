@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.base.errors import InteractiveSlurmError
 from interactive_slurm.laptop import jsonc
 
 PRODUCTS = ("Code", "Code - Insiders", "VSCodium", "Cursor")

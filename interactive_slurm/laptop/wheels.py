@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from interactive_slurm.errors import InteractiveSlurmError
-from interactive_slurm.runner import Runner
+from interactive_slurm.base.errors import InteractiveSlurmError
+from interactive_slurm.base.runner import Runner
 
 ROOT_PACKAGE = "interactive-slurm"
 _SKIP_DIST_INFO = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from interactive_slurm import installs
+from interactive_slurm.base.runner import SubprocessRunner
+from interactive_slurm.install import installs
 from interactive_slurm.laptop import wheels
-from interactive_slurm.runner import SubprocessRunner
 
 TREE = Path(__file__).resolve().parents[2]
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".mypy_cache", ".ruff_cache",

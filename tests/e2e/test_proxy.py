@@ -140,7 +140,8 @@ def test_injection_in_a_profile_is_refused_before_sbatch(harness: Harness) -> No
 
 
 def test_cluster_side_needs_no_asyncssh_or_gitpython(harness: Harness) -> None:
-    code = ("import sys, interactive_slurm.cli, interactive_slurm.proxy, interactive_slurm.session;"
+    code = ("import sys, interactive_slurm.cli.main, interactive_slurm.login.proxy,"
+            " interactive_slurm.node.session;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncssh', 'git')))")
     out = harness.run([str(Path(harness.env["PATH"].split(":")[0]) / "python"), "-c", code],
                       check=True).stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm import installs
+from interactive_slurm.install import installs
 
 from .conftest import TOOL, Harness, cancel_all_and_wait, wait_for
 from .releases import ReleaseRepo, build_wheels, first_install

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from interactive_slurm.runner import DEFAULT_TIMEOUT, Result, check_result
+from interactive_slurm.base.runner import DEFAULT_TIMEOUT, Result, check_result
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from interactive_slurm import keyhole
+from interactive_slurm.connect import keyhole
 
 
 def serve_once(listener: socket.socket, secret: bytes, job_id: str,

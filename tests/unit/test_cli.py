@@ -12,7 +12,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import __version__, cli, cli_base, hostca, profiles
+from interactive_slurm import __version__
+from interactive_slurm.cli import base as cli_base
+from interactive_slurm.cli import main as cli
+from interactive_slurm.login import profiles
+from interactive_slurm.node import hostca
 
 from .fakes import FakeRunner, fail, ok
 

@@ -6,20 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm import config, paths
-from interactive_slurm.config import Config
-from interactive_slurm.errors import ConfigError
+from interactive_slurm.base import config, folders
+from interactive_slurm.base.config import Config
+from interactive_slurm.base.errors import ConfigError
 
 
 def write_config(text: str) -> Path:
-    path = paths.config_file()
+    path = Path(folders.config_file())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
 
 def test_config_file_lives_in_the_config_dir(home: Path) -> None:
-    assert paths.config_file() == home / "config" / "config.toml"
+    assert Path(folders.config_file()) == home / "config" / "config.toml"
 
 
 def test_defaults_when_the_file_is_missing() -> None:
@@ -112,7 +112,7 @@ def test_interactive_slurm_config_points_elsewhere(
     other.parent.mkdir()
     other.write_text("wait_timeout = 99\n")
     monkeypatch.setenv("INTERACTIVE_SLURM_CONFIG", str(other))
-    assert paths.config_file() == other
+    assert Path(folders.config_file()) == other
     assert config.load() == Config(wait_timeout=99.0, source=other)
 
 

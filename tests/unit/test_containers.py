@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm import containers, imagecache
-from interactive_slurm.containers import (
+from interactive_slurm.base.errors import SessionError
+from interactive_slurm.node import containers, imagecache
+from interactive_slurm.node.containers import (
     Apptainer,
     Charliecloud,
     Enroot,
@@ -21,8 +22,7 @@ from interactive_slurm.containers import (
     inside_gid,
     parse_probe,
 )
-from interactive_slurm.errors import SessionError
-from interactive_slurm.imagecache import CacheUnusable, ImageCache, cache_key
+from interactive_slurm.node.imagecache import CacheUnusable, ImageCache, cache_key
 
 from .fakes import FakeRunner, Reply, fail, ok
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from interactive_slurm import cli
-from interactive_slurm.cli_remote import remote_cli
+from interactive_slurm.cli import main as cli
+from interactive_slurm.cli.remote import remote_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = {"interactive-slurm": cli.cli, "remote": remote_cli}

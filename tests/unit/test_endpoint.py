@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from interactive_slurm import endpoint, fastjson, paths
-from interactive_slurm.endpoint import Endpoint
-from interactive_slurm.errors import EndpointError
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import EndpointError
+from interactive_slurm.connect import endpoint, fastjson
+from interactive_slurm.connect.endpoint import Endpoint
 
 SECRET = "5e" * 32
 
@@ -142,8 +143,8 @@ def test_read_refuses_a_symlink(tmp_path: Path) -> None:
     real = tmp_path / "elsewhere.json"
     real.write_text(make().to_json())
     os.chmod(real, 0o600)
-    path = paths.endpoint_file("42")
-    paths.ensure_private_dir(path.parent)
+    path = Path(folders.endpoint_file("42"))
+    folders.ensure_private_dir(path.parent)
     path.symlink_to(real)
     with pytest.raises(EndpointError, match=f"^{path}: cannot open"):
         endpoint.read(path)
@@ -162,11 +163,11 @@ def test_find_filters_sorts_newest_first_and_skips_broken_files() -> None:
         make("5", container="img.sqsh", started_at=500.0),
     ]:
         endpoint.publish(ep)
-    broken = paths.endpoint_file("6")
-    paths.ensure_private_dir(broken.parent)
+    broken = Path(folders.endpoint_file("6"))
+    folders.ensure_private_dir(broken.parent)
     broken.write_text("{")
     os.chmod(broken, 0o600)
-    paths.ensure_private_dir(paths.job_dir("7"))  # a folder without a record
+    folders.ensure_private_dir(folders.job_dir("7"))  # a folder without a record
     forged = endpoint.publish(make("8", started_at=900.0))
     os.chmod(forged, 0o666)
 
@@ -196,24 +197,24 @@ def test_check_job_id() -> None:
 def test_prune_removes_only_records_of_jobs_that_left_the_queue(home: Path) -> None:
     for job_id in ("11", "12"):
         endpoint.publish(make(job_id))
-    paths.ensure_private_dir(paths.job_dir("13"))  # a folder left without a record
-    paths.ensure_private_dir(paths.job_dir("14"))  # a job that ended moments ago, with its note
-    (paths.job_dir("14") / endpoint.ENDED_NOTE).write_text("was cancelled\n")
+    folders.ensure_private_dir(folders.job_dir("13"))  # a folder left without a record
+    folders.ensure_private_dir(folders.job_dir("14"))  # a job that ended moments ago, with its note
+    (Path(folders.job_dir("14")) / endpoint.ENDED_NOTE).write_text("was cancelled\n")
     assert endpoint.prune({"12", "99"}) == ["11"]
     assert not (home / "state" / "jobs" / "11").exists()
     assert not (home / "state" / "jobs" / "13").exists()
     assert endpoint.ended_note("14") == "was cancelled"  # kept for the proxies it ended
     assert endpoint.read_job("12") is not None
     old = time.time() - endpoint.ENDED_KEEP_SECONDS - 1
-    os.utime(paths.job_dir("14") / endpoint.ENDED_NOTE, (old, old))
+    os.utime(Path(folders.job_dir("14")) / endpoint.ENDED_NOTE, (old, old))
     endpoint.prune({"12"})
     assert not (home / "state" / "jobs" / "14").exists()
 
 
 def test_find_reports_our_broken_records_and_discard_keeps_a_newer_file() -> None:
     endpoint.publish(make("1"))
-    old = paths.endpoint_file("2")
-    paths.ensure_private_dir(old.parent)
+    old = Path(folders.endpoint_file("2"))
+    folders.ensure_private_dir(old.parent)
     old.write_text(json.dumps({**json.loads(make("2").to_json()), "version": 1}))
     os.chmod(old, 0o600)
     broken: list[str] = []

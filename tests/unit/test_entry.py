@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 import interactive_slurm
-from interactive_slurm import endpoint, entry, fastpath, paths, proxy
+from interactive_slurm import entry
+from interactive_slurm.base import folders
+from interactive_slurm.connect import endpoint, fastpath
+from interactive_slurm.login import proxy
 
 from . import keyholes
 
@@ -46,8 +49,8 @@ def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
         "import sys; from interactive_slurm import entry;"
         "entry.fast_socket('cpu', 'default', '');"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'git', 'asyncssh')"
-        " or m in ('interactive_slurm.slurm', 'interactive_slurm.proxy', 'interactive_slurm.cli',"
-        " 'interactive_slurm.profiles', 'interactive_slurm.updater', 'tomllib')))"
+        " or m.startswith(('interactive_slurm.login', 'interactive_slurm.cli',"
+        " 'interactive_slurm.install.updater', 'tomllib'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -59,10 +62,13 @@ def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
 FAST_PATH_MODULES = {
     "__future__", "_collections_abc", "_json", "_operator", "_sha256", "_sha2", "_socket", "_stat",
     "errno", "fcntl", "genericpath", "os", "os.path", "posixpath", "select", "stat",
-    "interactive_slurm", "interactive_slurm.dirs", "interactive_slurm.endpoint",
-    "interactive_slurm.entry", "interactive_slurm.errors", "interactive_slurm.fastjson",
-    "interactive_slurm.fastpath", "interactive_slurm.configcache",
-    "interactive_slurm.fsutil", "interactive_slurm.keyhole", "interactive_slurm.splice",
+    "interactive_slurm", "interactive_slurm.entry",
+    "interactive_slurm.base", "interactive_slurm.base.errors", "interactive_slurm.base.folders",
+    "interactive_slurm.base.fsutil",
+    "interactive_slurm.connect", "interactive_slurm.connect.configcache",
+    "interactive_slurm.connect.endpoint", "interactive_slurm.connect.fastjson",
+    "interactive_slurm.connect.fastpath", "interactive_slurm.connect.keyhole",
+    "interactive_slurm.connect.splice",
 }
 
 
@@ -79,7 +85,7 @@ def test_fast_path_import_budget(home: Path) -> None:
         site = os.path.dirname(os.path.dirname(interactive_slurm.__file__))
         code = (
             "import sys; before = set(sys.modules); sys.path.append(sys.argv[1]);"
-            "from interactive_slurm import entry, splice;"
+            "from interactive_slurm import entry; from interactive_slurm.connect import splice;"
             "ep, sock = entry.fast_socket('cpu', None, ''); splice.choose(0, 1);"
             "print(ep.job_id, sorted(set(sys.modules) - before))"
         )
@@ -124,7 +130,7 @@ def test_progress_rewrites_one_line_on_a_terminal() -> None:
 def _leave_note_later(job_id: str, delay: float) -> threading.Thread:
     def write() -> None:
         time.sleep(delay)
-        folder = paths.ensure_private_dir(paths.job_dir(job_id))
+        folder = folders.ensure_private_dir(folders.job_dir(job_id))
         (folder / endpoint.ENDED_NOTE).write_text("was cancelled\n")
 
     thread = threading.Thread(target=write, daemon=True)
@@ -187,7 +193,7 @@ def _config_in_a_fresh_process() -> tuple[str, bool]:
     loaded the config module (tomllib, dataclasses: ~35 ms)."""
     code = ("import sys; from interactive_slurm import entry;"
             "print(entry.default_profile(), entry.warn_threshold(),"
-            " 'interactive_slurm.config' in sys.modules)")
+            " 'interactive_slurm.base.config' in sys.modules)")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ}).stdout.split()
     return f"{out[0]} {out[1]}", out[2] == "True"
@@ -211,6 +217,6 @@ def test_the_fast_path_keeps_config_values_while_config_toml_stays_the_same(home
 
 
 def test_the_fast_paths_default_warning_time_is_configs() -> None:
-    from interactive_slurm import config
+    from interactive_slurm.base import config
 
     assert entry.DEFAULT_WARN_TIME_LEFT == config.DEFAULT_WARN_TIME_LEFT

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm import hostca, paths
-from interactive_slurm.errors import UnsafePathError
-from interactive_slurm.runner import SubprocessRunner
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import UnsafePathError
+from interactive_slurm.base.runner import SubprocessRunner
+from interactive_slurm.node import hostca
 
 from .fakes import FakeRunner, ok
 
@@ -73,7 +74,7 @@ def test_ensure_ca_makes_a_private_key_once(home: Path) -> None:
     pub = ca.with_suffix(".pub").read_text()
     assert pub.startswith("ssh-ed25519 ")
     assert "interactive-slurm host CA of " in pub
-    assert [p.name for p in paths.state_dir().iterdir()] == ["hostca"]  # no temp dir left
+    assert [p.name for p in Path(folders.state_dir()).iterdir()] == ["hostca"]  # no temp dir left
     # A second call reuses the key: it must not run ssh-keygen (the fake knows no command).
     assert hostca.ensure_ca(FakeRunner()) == ca
     assert hostca.ca_public_key(FakeRunner()) == pub.strip()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm import installs
+from interactive_slurm.base.runner import SubprocessRunner
+from interactive_slurm.install import installs
 from interactive_slurm.laptop import remote_scripts, wheels
-from interactive_slurm.runner import SubprocessRunner
 
 
 @pytest.mark.parametrize(("spec", "py", "ok"), [
@@ -66,7 +66,8 @@ def test_repacked_wheels_are_complete_and_recorded(built: tuple[Path, list[wheel
     with zipfile.ZipFile(ours.path) as zf:
         files = zf.namelist()
         record = zf.read(next(f for f in files if f.endswith(".dist-info/RECORD"))).decode()
-    assert "interactive_slurm/installs.py" in files and "interactive_slurm/profiles/default.toml" in files
+    assert "interactive_slurm/install/installs.py" in files
+    assert "interactive_slurm/profiles/default.toml" in files
     assert not [f for f in files if f.endswith(".pyc") or f.startswith("..")]
     for name in files:
         if not name.endswith("RECORD"):
@@ -97,7 +98,7 @@ def test_install_switch_again_and_prune(built: tuple[Path, list[wheels.Built]], 
     assert script.stat().st_mode & 0o111
     # ... and it knows its venv as site would have told it (the updater finds its root by it).
     setup = script.read_text().split("from interactive_slurm.entry import main")[0]
-    code = setup + "import interactive_slurm.installs as i; print(sys.prefix, i.root_of(sys.prefix))"
+    code = setup + "import interactive_slurm.install.installs as i; print(sys.prefix, i.root_of(sys.prefix))"
     out = subprocess.run([str(root / "versions" / vid / "bin" / "python"), "-IS", "-c", code],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(root / "versions" / vid), str(root)]

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from interactive_slurm import keyhole
-from interactive_slurm.keyhole import Gate, KeyholeError
+from interactive_slurm.connect import keyhole
+from interactive_slurm.connect.keyhole import Gate, KeyholeError
 
 SECRET = bytes(range(32))
 SN = b"s" * 32
@@ -144,11 +144,12 @@ def test_keyhole_imports_stay_small() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; before = set(sys.modules); import interactive_slurm.keyhole;"
+    code = ("import sys; before = set(sys.modules); import interactive_slurm.connect.keyhole;"
             "print(sorted(m for m in set(sys.modules) - before if not m.startswith('_')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert set(eval(out.stdout)) <= {"hmac", "hashlib", "interactive_slurm",
-                                     "interactive_slurm.keyhole", "socket", "selectors",
+                                     "interactive_slurm.connect",
+                                     "interactive_slurm.connect.keyhole", "socket", "selectors",
                                      "enum", "errno", "array", "operator", "warnings",
                                      "collections", "collections.abc", "keyword",
                                      "itertools", "reprlib", "functools", "types", "math",

@@ -11,10 +11,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import cli, profile_edit, profiles
-from interactive_slurm.errors import ConfigError, UsageError
-from interactive_slurm.profile_edit import Setting
-from interactive_slurm.profiles import Resources
+from interactive_slurm.base.errors import ConfigError, UsageError
+from interactive_slurm.cli import main as cli
+from interactive_slurm.login import profile_edit, profiles
+from interactive_slurm.login.profile_edit import Setting
+from interactive_slurm.login.profiles import Resources
 
 SHIPPED = profiles.SHIPPED_DIR
 DEFAULT_CPU = "  cpu: --nodes=1 --ntasks=1 --time=08:00:00 --cpus-per-task=4 --mem=16G\n"

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import tomli_w
 
-from interactive_slurm import paths, profiles
-from interactive_slurm.errors import ConfigError
-from interactive_slurm.profiles import Resources
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import ConfigError
+from interactive_slurm.login import profiles
+from interactive_slurm.login.profiles import Resources
 
 SHIPPED = {
     # name: (cpu time, cpus, mem), (gpu time, gpus, cpus, mem)
@@ -31,7 +32,7 @@ def valid_data(**top: Any) -> dict[str, Any]:
 
 
 def write_profile(name: str, data: dict[str, Any]) -> Path:
-    folder = paths.user_profiles_dir()
+    folder = Path(folders.profiles_dir())
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.toml"
     path.write_text(tomli_w.dumps(data))
@@ -229,7 +230,7 @@ def test_missing_required_key(table: str, key: str) -> None:
 
 
 def test_invalid_toml_names_the_file() -> None:
-    folder = paths.user_profiles_dir()
+    folder = Path(folders.profiles_dir())
     folder.mkdir(parents=True)
     (folder / "broken.toml").write_text("[cpu\n")
     with pytest.raises(ConfigError, match=r"broken\.toml: line 1, column 5: not valid TOML: Expected"):

@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 import pytest
 
-from interactive_slurm import endpoint, paths, profiles, proxy, slurm
-from interactive_slurm.errors import ConfigError, JobEndedError, ProxyError
-from interactive_slurm.proxy import Progress, Request
-from interactive_slurm.slurm import Job
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import ConfigError, JobEndedError, ProxyError
+from interactive_slurm.connect import endpoint
+from interactive_slurm.login import profiles, proxy, slurm
+from interactive_slurm.login.proxy import Progress, Request
+from interactive_slurm.login.slurm import Job
 
 from . import keyholes
 from .fakes import FakeRunner, fail, ok
@@ -171,14 +173,14 @@ def test_acquire_submits_when_there_is_none() -> None:
     (call,) = [c for c in runner.calls if c.argv[0] == "sbatch"]
     assert call.argv == (
         "sbatch", "--parsable", "--job-name=vscode-remote-cpu", f"--comment={DEFAULT_CPU_COMMENT}",
-        f"--output={paths.logs_dir() / 'job-%j.log'}", f"--chdir={Path.home()}",
+        f"--output={Path(folders.logs_dir()) / 'job-%j.log'}", f"--chdir={Path.home()}",
         "--open-mode=append",
         "--nodes=1", "--ntasks=1", "--time=08:00:00", "--cpus-per-task=4", "--mem=16G",
     )
     assert call.input == slurm.render_batch_script(
         python=sys.executable, kind="cpu", profile="default", valid_for=8 * 3600
     )
-    assert paths.logs_dir().is_dir()
+    assert Path(folders.logs_dir()).is_dir()
 
 
 def test_acquire_submits_a_gpu_job_with_its_profile_and_container() -> None:
@@ -229,7 +231,7 @@ def test_acquire_fails_when_slurm_forgot_the_new_job() -> None:
 
 @pytest.mark.parametrize("profile", ["nope", "broken"])
 def test_acquire_with_a_bad_profile_submits_nothing(profile: str) -> None:
-    folder = paths.user_profiles_dir()
+    folder = Path(folders.profiles_dir())
     folder.mkdir(parents=True)
     (folder / "broken.toml").write_text('[cpu]\ntime = "0"\ncpus = 1\nmem = "1G"\n')
     runner = FakeRunner({"squeue": ok(""), "sbatch": ok("7\n")})
@@ -266,7 +268,7 @@ def test_waiter_job_failed_mentions_state_and_log() -> None:
         waiter(runner).wait()
     assert str(info.value) == (
         f"job 5 ended FAILED (NonZeroExitCode) before its session was ready; "
-        f"see {paths.job_log('5')}"
+        f"see {Path(folders.job_log('5'))}"
     )
 
 
@@ -274,7 +276,7 @@ def test_waiter_job_gone_from_the_queue() -> None:
     runner = FakeRunner({"scontrol": GONE})
     with pytest.raises(JobEndedError) as info:
         waiter(runner).wait()
-    assert str(info.value) == f"job 5 is gone from the queue; see {paths.job_log('5')}"
+    assert str(info.value) == f"job 5 is gone from the queue; see {Path(folders.job_log('5'))}"
 
 
 def test_waiter_times_out_with_progress() -> None:
@@ -402,7 +404,7 @@ def test_ensure_session_giving_up_cancels_the_pending_job_it_submitted() -> None
     assert runner.argvs("scancel") == [("scancel", "7")]
     assert err.getvalue().splitlines() == [
         f"interactive-slurm: submitted job 7 (vscode-remote-cpu, profile default); "
-        f"log: {paths.job_log('7')}",
+        f"log: {Path(folders.job_log('7'))}",
         "interactive-slurm: job 7 (vscode-remote-cpu) PENDING (Resources), "
         "expected start 2026-11-23T16:10:00 [0s]",
         "interactive-slurm: cancelled pending job 7 that this proxy submitted",
@@ -611,8 +613,8 @@ def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
 
     runner = FakeRunner({"scontrol": scontrol(job("5", "RUNNING", nodes="vm"))})
     server = keyholes.serve_once(listener, SECRET, "5")
-    paths.ensure_private_dir(paths.logs_dir())
-    paths.job_log("5").write_text("session starting\n")
+    folders.ensure_private_dir(folders.logs_dir())
+    Path(folders.job_log("5")).write_text("session starting\n")
     published_at: list[float] = []
 
     def publish_later() -> None:
@@ -635,7 +637,7 @@ def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
 
 
 def test_time_left_warning_from_the_record_alone() -> None:
-    from interactive_slurm.fastpath import time_left_warning
+    from interactive_slurm.connect.fastpath import time_left_warning
 
     ep = endpoint.Endpoint(job_id="7", kind="cpu", profile="default", host="n", port=2,
                            host_key="k", session_pid=1, started_at=0.0, secret="0" * 64,

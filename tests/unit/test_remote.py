@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
-from interactive_slurm import endpoint, paths, remote, slurm
-from interactive_slurm.errors import UsageError
-from interactive_slurm.remote import Row
-from interactive_slurm.slurm import Job
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import UsageError
+from interactive_slurm.connect import endpoint
+from interactive_slurm.login import remote, slurm
+from interactive_slurm.login.remote import Row
+from interactive_slurm.login.slurm import Job
 
 from .fakes import FakeRunner, ok
 
@@ -95,12 +98,12 @@ def test_format_json() -> None:
         {
             "job_id": "5", "name": "vscode-remote-cpu", "kind": "cpu", "profile": "default",
             "state": "PENDING", "reason": "Resources", "node": "", "time_left": "8:00:00",
-            "endpoint": None, "log": str(paths.job_log("5")),
+            "endpoint": None, "log": str(Path(folders.job_log("5"))),
         },
         {
             "job_id": "6", "name": "vscode-remote-gpu-development", "kind": "gpu",
             "profile": "development", "state": "RUNNING", "reason": "None", "node": "node01",
-            "time_left": "3:59:10", "endpoint": "node01:23456", "log": str(paths.job_log("6")),
+            "time_left": "3:59:10", "endpoint": "node01:23456", "log": str(Path(folders.job_log("6"))),
         },
     ]
     assert remote.format_json([]) == "[]"

@@ -11,9 +11,9 @@ from typing import Callable
 
 import pytest
 
-from interactive_slurm import session
-from interactive_slurm.errors import SessionError
-from interactive_slurm.session import SessionSpec
+from interactive_slurm.base.errors import SessionError
+from interactive_slurm.node import session
+from interactive_slurm.node.session import SessionSpec
 
 from .fakes import FakeRunner, fail, ok
 

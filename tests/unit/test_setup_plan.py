@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import cli, config
+from interactive_slurm.base import config
+from interactive_slurm.cli import main as cli
 from interactive_slurm.laptop import changes, setup
 
 CA = ("@cert-authority *.interactive-slurm ssh-ed25519 "

@@ -7,9 +7,10 @@ from typing import Callable
 
 import pytest
 
-from interactive_slurm import __version__, slurm
-from interactive_slurm.errors import SlurmError
-from interactive_slurm.slurm import Job
+from interactive_slurm import __version__
+from interactive_slurm.base.errors import SlurmError
+from interactive_slurm.login import slurm
+from interactive_slurm.login.slurm import Job
 
 from .fakes import FakeRunner, fail, ok
 

@@ -20,8 +20,8 @@ from typing import Callable
 
 import pytest
 
-from interactive_slurm import splice as splice_mod
-from interactive_slurm.splice import splice
+from interactive_slurm.connect import splice as splice_mod
+from interactive_slurm.connect.splice import splice
 
 TIMEOUT = 20.0
 MIB = 1 << 20
@@ -407,7 +407,7 @@ def _write_until_gone(end: End) -> None:
 PUMP = """
 import socket, sys
 sys.path.insert(0, sys.argv[1])
-from interactive_slurm.splice import splice
+from interactive_slurm.connect.splice import splice
 listener = socket.create_server(("127.0.0.1", 0))
 a = socket.create_connection(listener.getsockname())
 b, _ = listener.accept()

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from interactive_slurm.errors import ConfigError
+from interactive_slurm.base.errors import ConfigError
 from interactive_slurm.laptop import sshconfig
 from interactive_slurm.laptop.sshconfig import Block
 

@@ -13,26 +13,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import (
-    cli,
-    config,
-    endpoint,
-    fsutil,
-    hostca,
-    paths,
-    profile_edit,
-    profiles,
-    proxy,
-    slurm,
-    tmpdirs,
-)
-from interactive_slurm.errors import (
+from interactive_slurm.base import config, folders, fsutil
+from interactive_slurm.base.errors import (
     ConfigError,
     CorruptRecordError,
     UnsafePathError,
 )
+from interactive_slurm.base.runner import SubprocessRunner
+from interactive_slurm.cli import main as cli
+from interactive_slurm.connect import endpoint
 from interactive_slurm.laptop import changes
-from interactive_slurm.runner import SubprocessRunner
+from interactive_slurm.login import profile_edit, profiles, proxy, slurm
+from interactive_slurm.node import hostca, tmpdirs
 
 from .fakes import FakeRunner, fail, ok
 from .modes import writable_by_others
@@ -134,7 +126,7 @@ def run_cli(args: list[str]) -> tuple[int, str]:
 
 
 def test_a_group_writable_config_dir_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    folder = paths.config_dir()
+    folder = Path(folders.config_dir())
     folder.mkdir(parents=True)
     (folder / "config.toml").write_text('default_profile = "development"\n')
     os.chmod(folder, 0o775)
@@ -149,7 +141,7 @@ def test_a_group_writable_config_dir_is_refused(capsys: pytest.CaptureFixture[st
 
 
 def test_a_group_writable_config_file_and_profile_are_refused() -> None:
-    path = paths.config_file()
+    path = Path(folders.config_file())
     path.parent.mkdir(parents=True)
     path.write_text("wait_timeout = 60\n")
     os.chmod(path, 0o664)
@@ -157,7 +149,7 @@ def test_a_group_writable_config_file_and_profile_are_refused() -> None:
         config.load()
     os.chmod(path, 0o644)
     assert config.load().wait_timeout == 60
-    prof = paths.user_profiles_dir() / "mine.toml"
+    prof = Path(folders.profiles_dir()) / "mine.toml"
     prof.parent.mkdir()
     shutil.copy(profiles.SHIPPED_DIR / "default.toml", prof)
     os.chmod(prof, 0o666)
@@ -170,20 +162,20 @@ def test_a_group_writable_config_file_and_profile_are_refused() -> None:
 
 
 def test_a_group_writable_known_hosts_is_refused() -> None:
-    known = paths.known_hosts_file()
+    known = Path(folders.known_hosts_file())
     known.parent.mkdir(parents=True)
     known.write_text("")
     os.chmod(known, 0o666)
     with pytest.raises(UnsafePathError, match=f"^{known}: refusing: writable"):
         hostca.write_known_hosts(known, "@cert-authority *.interactive-slurm ssh-ed25519 AAAA")
     with pytest.raises(UnsafePathError, match=f"^{known}: refusing"):
-        paths.check_trusted()
+        folders.check_trusted()
     with pytest.raises(UnsafePathError):  # the proxy's fast path reads no record then
         endpoint.find()
 
 
 def test_a_toml_error_names_the_file_line_and_column() -> None:
-    path = paths.config_file()
+    path = Path(folders.config_file())
     path.parent.mkdir(parents=True)
     path.write_text('default_profile = "default"\n\nwait_timeout = = 3\n')
     with pytest.raises(ConfigError) as info:
@@ -221,18 +213,18 @@ def test_an_unreadable_jobs_folder_is_an_error_naming_it() -> None:
     if os.getuid() == 0:
         pytest.skip("root reads any folder")
     endpoint.publish(make("42"))
-    os.chmod(paths.jobs_dir(), 0o000)
+    os.chmod(Path(folders.jobs_dir()), 0o000)
     try:
-        with pytest.raises(UnsafePathError, match=f"^{paths.jobs_dir()}: cannot list"):
+        with pytest.raises(UnsafePathError, match=f"^{Path(folders.jobs_dir())}: cannot list"):
             endpoint.find()
     finally:
-        os.chmod(paths.jobs_dir(), 0o700)
+        os.chmod(Path(folders.jobs_dir()), 0o700)
 
 
 def test_a_permission_error_on_the_state_dir_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     if os.getuid() == 0:
         pytest.skip("root writes any folder")
-    state = paths.state_dir()
+    state = Path(folders.state_dir())
     state.mkdir(parents=True)
     os.chmod(state, 0o500)
     try:
@@ -297,21 +289,21 @@ def test_under_umask_000_nothing_made_is_writable_by_others(
 ) -> None:
     runner = SubprocessRunner()
     hostca.ensure_ca(runner)
-    hostca.write_known_hosts(paths.known_hosts_file(), hostca.known_hosts_line("ssh-ed25519 AAAA"))
+    hostca.write_known_hosts(Path(folders.known_hosts_file()), hostca.known_hosts_line("ssh-ed25519 AAAA"))
     endpoint.publish(make("42"))
     profile_edit.set_values("mine", ["cpu.cpus=2"], base="default")
     profile_edit.set_values("mine", ["cpu.cpus=3"])  # with a backup
-    config.set_update_enabled(paths.config_file(), False)
+    config.set_update_enabled(Path(folders.config_file()), False)
     with proxy.user_lock():
         pass
     changes.Change(home / "laptop" / "ssh" / "config", None, "Host x\n").apply()
-    changes.Change(paths.config_dir() / "known_hosts-hpc", None, "line\n").apply()
+    changes.Change(Path(folders.config_dir()) / "known_hosts-hpc", None, "line\n").apply()
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir(mode=0o700)
     session_tmp = tmpdirs.make_session_dir(FakeRunner(), "42", lambda _: None)
     assert mode(session_tmp) == 0o700
     assert writable_by_others(home) == []
-    assert mode(paths.state_dir()) == 0o700 and mode(paths.config_dir()) == 0o700
+    assert mode(Path(folders.state_dir())) == 0o700 and mode(Path(folders.config_dir())) == 0o700
 
 
 # --- $TMPDIR and leftover session temp dirs -----------------------------------------------------

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import cli, config, entry, installs, paths, slurm, updater, wheelbuild
-from interactive_slurm.config import UpdateConfig
-from interactive_slurm.errors import ConfigError, UpdateError
-from interactive_slurm.slurm import Job
+from interactive_slurm import entry
+from interactive_slurm.base import config, folders
+from interactive_slurm.base.config import UpdateConfig
+from interactive_slurm.base.errors import ConfigError, UpdateError
+from interactive_slurm.cli import main as cli
+from interactive_slurm.install import installs, updater, wheelbuild
+from interactive_slurm.login import slurm
+from interactive_slurm.login.slurm import Job
 
 from .fakes import FakeRunner, fail, ok
 
@@ -103,7 +107,7 @@ def test_plan_of_an_unknown_pin_says_so() -> None:
 # --- the [update] table -----------------------------------------------------------------------
 
 def write_config(text: str) -> Path:
-    path = paths.config_file()
+    path = Path(folders.config_file())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
@@ -159,7 +163,7 @@ def test_bad_update_values_name_the_file_key_and_value(text: str, message: str) 
     ],
 )
 def test_set_update_enabled_keeps_the_rest_of_the_file(before: str, enabled: bool, after: str) -> None:
-    path = paths.config_file()
+    path = Path(folders.config_file())
     path.parent.mkdir(parents=True, exist_ok=True)
     if before:
         path.write_text(before)
@@ -247,7 +251,7 @@ def test_root_and_id_of_a_versioned_install(tmp_path: Path) -> None:
 
 
 def test_install_root_outside_a_versioned_install(home: Path) -> None:
-    assert paths.install_root() == home / "data"
+    assert Path(folders.install_root()) == home / "data"
 
 
 def fake_install(root: Path, vid: str, mtime: float) -> None:
@@ -337,7 +341,7 @@ def test_auto_check_off_without_a_url_writes_the_stamp_and_fetches_nothing(tmp_p
     assert updater.auto_check(FakeRunner(), tmp_path / "root", said.append) == 0
     assert said == ["automatic checks are off (no url in [update])"]
     assert updater.stamp_file().stat().st_mtime > time.time() + 23 * 3600
-    assert not (paths.update_dir() / "source.git").exists()
+    assert not (Path(folders.update_dir()) / "source.git").exists()
 
 
 def test_auto_check_failure_is_logged_and_postponed(tmp_path: Path) -> None:
@@ -354,10 +358,10 @@ def test_auto_check_failure_is_logged_and_postponed(tmp_path: Path) -> None:
 def test_update_enable_and_disable_edit_config_toml() -> None:
     runner = CliRunner()
     result = runner.invoke(cli.remote_cli, ["update", "--disable"], catch_exceptions=False)
-    assert result.output == f"automatic checks off in {paths.config_file()}\n"
-    assert paths.config_file().read_text() == "[update]\nenabled = false\n"
+    assert result.output == f"automatic checks off in {Path(folders.config_file())}\n"
+    assert Path(folders.config_file()).read_text() == "[update]\nenabled = false\n"
     result = runner.invoke(cli.cli, ["update", "--enable"], catch_exceptions=False)
-    assert result.output == (f"automatic checks on in {paths.config_file()} "
+    assert result.output == (f"automatic checks on in {Path(folders.config_file())} "
                              "(they run once [update] url is set)\n")
     assert config.load().update.enabled
 
@@ -374,7 +378,7 @@ def test_check_without_a_source_says_where_to_set_it(capsys: pytest.CaptureFixtu
         cli.remote_main(["check"])
     assert info.value.code == 1
     assert capsys.readouterr().err == (
-        f"error: no source to update from: {paths.config_file()} has no url in [update]\n")
+        f"error: no source to update from: {Path(folders.config_file())} has no url in [update]\n")
 
 
 def test_self_check_passes_on_this_tree() -> None:

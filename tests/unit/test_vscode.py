@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm.errors import InteractiveSlurmError
+from interactive_slurm.base.errors import InteractiveSlurmError
 from interactive_slurm.laptop import jsonc, vscode
 
 HOSTS = ["slurm-cpu", "slurm-gpu"]

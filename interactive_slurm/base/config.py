@@ -1,0 +1,304 @@
+"""The user's ``config.toml`` (platformdirs config dir, or ``$INTERACTIVE_SLURM_CONFIG``).
+
+::
+
+    default_profile = "default"   # the profile `proxy` uses without --profile
+    wait_timeout = 1800           # seconds the proxy waits for a session before giving up
+    warn_time_left = "30m"        # the proxy warns when the reused job has less than this left
+    sshd = "/usr/sbin/sshd"       # the sshd binary on compute nodes (absolute path)
+
+    [clusters.slurm]              # on a laptop: what `interactive-slurm setup` set up
+    login = "login.example.org"
+    user = "alice"
+    ...
+
+    [update]                      # the cluster install's updater (see updater.py)
+    url = "https://git.example.org/interactive-slurm.git"  # git remote; a local path works too
+    channel = "stable"            # stable (vX.Y.Z) | pre (pre-releases too) | a tag or commit
+    interval_hours = 24           # how often the proxy starts an automatic check
+    enabled = true                # automatic checks (only when url is set)
+
+A missing file means all defaults. Unknown keys and bad values are errors naming the file.
+The ``clusters`` tables are written by ``setup`` (:func:`render_update`), validated by this same
+parser before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interactive_slurm.base import folders, tomlio
+from interactive_slurm.base.errors import ConfigError
+from interactive_slurm.base.fsutil import check_secure_if_exists
+from interactive_slurm.login.profiles import check_profile_name, parse_duration
+
+CHANNELS = ("stable", "pre")
+#: Seconds: below this much time left in a reused job, the proxy says so on stderr.
+DEFAULT_WARN_TIME_LEFT = 1800
+_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The ``[update]`` table: where updates come from and how often the proxy checks."""
+
+    url: str = ""
+    channel: str = "stable"
+    interval_hours: float = 24.0
+    enabled: bool = True
+
+    @property
+    def automatic(self) -> bool:
+        """Automatic checks run only when enabled and a source is configured."""
+        return self.enabled and bool(self.url)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One cluster set up from this laptop (a ``[clusters.NAME]`` table)."""
+
+    name: str
+    login: str
+    user: str
+    port: int = 22
+    jump: str = ""
+    identity: str = ""           # the key ssh uses, on this laptop
+    install: str = ""            # the install root on the login node (absolute)
+    hosts: tuple[str, ...] = ()  # the ssh host aliases: cpu first, then gpu
+    profile: str = ""            # passed as --profile by the ProxyCommand ("" = the cluster's default)
+    ssh_config: str = ""         # the ssh config file holding the block
+    known_hosts: str = ""        # the managed known_hosts with the cluster's @cert-authority line
+    vscode: tuple[str, ...] = ()          # VS Code settings files setup changed
+    vscode_globals: tuple[str, ...] = ()  # ... of which setup added the global keys
+
+
+@dataclass(frozen=True)
+class Config:
+    default_profile: str = "default"
+    wait_timeout: float = 1800.0
+    warn_time_left: int = DEFAULT_WARN_TIME_LEFT
+    sshd: str = "/usr/sbin/sshd"
+    image_cache: str = ""  # a shared container image cache (absolute); "": the user's own
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    clusters: tuple[Cluster, ...] = field(default=())
+    source: Path | None = None
+
+    def cluster(self, name: str) -> Cluster | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+
+KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "image_cache", "clusters",
+        "update")
+_CLUSTER_STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
+_CLUSTER_LIST = ("hosts", "vscode", "vscode_globals")
+
+
+def _parse_cluster(name: str, table: Any, source: Path) -> Cluster:
+    where = f"{source}: [clusters.{name}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    from interactive_slurm.laptop import sshconfig  # the name/host/user rules live there
+
+    values: dict[str, Any] = {"name": name}
+    for key, value in table.items():
+        if key in _CLUSTER_STR:
+            if not isinstance(value, str) or "\n" in value:
+                raise ConfigError(f"{where}: {key} = {value!r}: expected a string")
+        elif key in _CLUSTER_LIST:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {key} = {value!r}: expected a list of strings")
+            value = tuple(value)
+        elif key == "port":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise ConfigError(f"{where}: port = {value!r}: expected 1-65535")
+        else:
+            valid = ", ".join((*_CLUSTER_STR, "port", *_CLUSTER_LIST))
+            raise ConfigError(f"{where}: {key} = {value!r}: unknown key; valid keys: {valid}")
+        values[key] = value
+    for key in ("login", "user"):
+        if key not in values:
+            raise ConfigError(f"{where}: {key} is missing")
+    try:
+        sshconfig.check_name(name)
+        sshconfig.check_host(values["login"])
+        sshconfig.check_user(values["user"])
+        for alias in values.get("hosts", ()):
+            sshconfig.check_host(alias, "host alias")
+        if values.get("jump"):
+            sshconfig.check_jump(values["jump"])
+        if values.get("profile"):
+            check_profile_name(values["profile"])
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return Cluster(**values)
+
+
+UPDATE_KEYS = ("url", "channel", "interval_hours", "enabled")
+
+
+def check_channel(value: str) -> str:
+    """``stable``, ``pre``, or a pinned tag, branch or commit (a plain git ref name)."""
+    if value in CHANNELS:
+        return value
+    if not _PIN.match(value) or ".." in value or value.endswith((".lock", "/")) or "//" in value:
+        raise ConfigError(
+            f"channel {value!r}: expected stable, pre, or a tag, branch or commit to pin to"
+        )
+    return value
+
+
+def _positive(value: Any, where: str, unit: str) -> float:
+    """A finite number > 0 (not a bool), or an error naming ``where`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ConfigError(f"{where} = {value!r}: expected {unit} > 0")
+    return float(value)
+
+
+def parse_update(data: Any, source: Path) -> UpdateConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: update = {data!r}: expected a table [update]")
+    for key, value in data.items():
+        if key not in UPDATE_KEYS:
+            raise ConfigError(f"{source}: [update] {key} = {value!r}: unknown key; valid keys: "
+                              f"{', '.join(UPDATE_KEYS)}")
+    values: dict[str, Any] = {}
+    if "url" in data:
+        value = data["url"]
+        if not isinstance(value, str) or value.startswith("-") or any(c in value for c in "\n\r\0"):
+            raise ConfigError(f"{source}: [update] url = {value!r}: expected a git URL or path")
+        values["url"] = value
+    if "channel" in data:
+        value = data["channel"]
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: [update] channel = {value!r}: expected stable, pre, "
+                              "or a tag, branch or commit to pin to")
+        try:
+            values["channel"] = check_channel(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: [update] {exc}") from exc
+    if "interval_hours" in data:
+        values["interval_hours"] = _positive(data["interval_hours"], f"{source}: [update] interval_hours",
+                                             "hours")
+    if "enabled" in data:
+        value = data["enabled"]
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: [update] enabled = {value!r}: expected true or false")
+        values["enabled"] = value
+    return UpdateConfig(**values)
+
+
+def parse(data: dict[str, Any], source: Path) -> Config:
+    for key, value in data.items():
+        if key not in KEYS:
+            raise ConfigError(f"{source}: {key} = {value!r}: unknown key; valid keys: {', '.join(KEYS)}")
+    values: dict[str, Any] = {"source": source}
+    if "update" in data:
+        values["update"] = parse_update(data["update"], source)
+    if "default_profile" in data:
+        value = data["default_profile"]
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: default_profile = {value!r}: expected a profile name")
+        try:
+            values["default_profile"] = check_profile_name(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: default_profile: {exc}") from exc
+    if "wait_timeout" in data:
+        values["wait_timeout"] = _positive(data["wait_timeout"], f"{source}: wait_timeout", "seconds")
+    if "warn_time_left" in data:
+        value = data["warn_time_left"]
+        try:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            values["warn_time_left"] = parse_duration(value)
+        except ValueError:
+            raise ConfigError(f"{source}: warn_time_left = {value!r}: expected a duration such as "
+                              "\"30m\", \"1h\" or \"00:45:00\"") from None
+    if "sshd" in data:
+        value = data["sshd"]
+        if not isinstance(value, str) or not value.startswith("/") or "\n" in value:
+            raise ConfigError(f"{source}: sshd = {value!r}: expected an absolute path")
+        values["sshd"] = value
+    if "image_cache" in data:
+        value = data["image_cache"]
+        if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "\n\0"):
+            raise ConfigError(f"{source}: image_cache = {value!r}: expected the absolute path of a "
+                              "shared folder for container images")
+        values["image_cache"] = value
+    if "clusters" in data:
+        tables = data["clusters"]
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{source}: clusters: expected tables [clusters.NAME]")
+        values["clusters"] = tuple(_parse_cluster(n, t, source) for n, t in tables.items())
+    return Config(**values)
+
+
+def load() -> Config:
+    path = Path(folders.config_file())
+    if not check_secure_if_exists(path):
+        return Config()
+    return parse(tomlio.load(path), path)
+
+
+def render_update(change: Callable[[dict[str, Any]], None]) -> tuple[Path, str | None, str]:
+    """The config file's path, its text now (None: no file), and its text after ``change``.
+
+    ``change`` edits the file's data; the result is written with tomli-w and validated by
+    :func:`parse` before anything is returned, so nothing invalid is ever written. The caller
+    writes it (atomically, with a backup: tomli-w does not keep comments).
+    """
+    import tomli_w
+
+    path = Path(folders.config_file())
+    before = None
+    if check_secure_if_exists(path):
+        with open(path, encoding="utf-8", newline="") as fh:
+            before = fh.read()
+    original = tomlio.loads(before, path) if before is not None else {}
+    data = tomlio.loads(before, path) if before is not None else {}
+    change(data)
+    if before is not None and data == original:
+        return path, before, before  # same data: the user's file stays as it is, comments and all
+    after = tomli_w.dumps(data)
+    parse(tomlio.loads(after, path), path)
+    return path, before, after
+
+
+_UPDATE_HEADER = re.compile(r"^\s*\[\s*update\s*\]\s*(#.*)?$")
+_TABLE_HEADER = re.compile(r"^\s*\[")
+_ENABLED_LINE = re.compile(r"^\s*enabled\s*=")
+
+
+def set_update_enabled(path: Path, enabled: bool) -> Config:
+    """Set ``[update] enabled`` in ``path``, keeping the rest of the file (comments too).
+
+    The result is parsed before it replaces the file, so a broken file is never written.
+    """
+    from interactive_slurm.base.fsutil import write_private_atomic
+
+    value = "true" if enabled else "false"
+    lines = path.read_text().splitlines() if check_secure_if_exists(path) else []
+    start = next((i for i, line in enumerate(lines) if _UPDATE_HEADER.match(line)), None)
+    if start is None:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines += ["[update]", f"enabled = {value}"]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if _TABLE_HEADER.match(lines[i])),
+                   len(lines))
+        found = next((i for i in range(start + 1, end) if _ENABLED_LINE.match(lines[i])), None)
+        if found is None:
+            lines.insert(start + 1, f"enabled = {value}")
+        else:
+            lines[found] = f"enabled = {value}"
+    text = "\n".join(lines) + "\n"
+    cfg = parse(tomlio.loads(text, path), path)
+    folders.ensure_private_dir(path.parent)
+    mode = path.stat().st_mode & 0o755 if path.exists() else 0o600
+    write_private_atomic(path, text, mode=mode)
+    return cfg

@@ -1,0 +1,297 @@
+"""The command line: click parses, one core function acts, this module prints.
+
+Errors from the core (``InteractiveSlurmError``) are caught once, in :func:`main`, and shown as
+``error: ...`` on stderr; ``INTERACTIVE_SLURM_DEBUG=1`` shows the traceback too. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from interactive_slurm import __version__
+from interactive_slurm.base import config, folders
+from interactive_slurm.base.errors import InteractiveSlurmError
+from interactive_slurm.base.fsutil import describe_os_error
+from interactive_slurm.cli import base as cli_base
+from interactive_slurm.cli.laptop import clusters_cmd, setup_cmd
+from interactive_slurm.cli.remote import remote_cli
+from interactive_slurm.cli.update import self_check_cmd, update_cmd
+from interactive_slurm.login import profiles, proxy, remote
+from interactive_slurm.node import hostca
+
+KIND = click.Choice(["cpu", "gpu"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="interactive-slurm")
+def cli() -> None:
+    """ssh into a shell inside a Slurm job.
+
+    \b
+    Example:
+      interactive-slurm ssh-config >> ~/.ssh/config && ssh slurm-cpu
+    """
+    folders.check_trusted()  # StrictModes for config, profiles, known_hosts and state
+
+
+@cli.command("proxy")
+@click.argument("kind", type=KIND)
+@click.option("--profile", help="Resource profile (default: default_profile in config.toml).")
+@click.option("--container", default="",
+              help="Run the session's sshd in this container image (profile key: container).")
+@click.option("--timeout", type=float, help="Seconds to wait for the session (config: wait_timeout).")
+def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | None) -> None:
+    """ProxyCommand: connect stdin/stdout to your KIND session, starting one if needed.
+
+    stdout carries only the SSH byte stream; progress and errors go to stderr.
+
+    \b
+    Example (~/.ssh/config on the login node):
+      Host slurm-cpu
+        ProxyCommand interactive-slurm proxy cpu
+    """
+    cfg = config.load()
+    if container:
+        profiles.check_container_option(container)
+    name = profiles.check_profile_name(profile or cfg.default_profile)
+    proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
+
+
+@cli.command("session", hidden=True)
+@click.option("--kind", type=KIND, required=True, help="Session kind.")
+@click.option("--profile", required=True, help="Profile the job was submitted with.")
+@click.option("--valid-for", type=int, required=True, help="Job time limit in seconds.")
+@click.option("--container", default="", help="Container image for sshd.")
+@click.option("--container-runtime", default="",
+              help="enroot, apptainer, singularity or charliecloud (default: the first installed).")
+@click.option("--idle-timeout", type=click.IntRange(min=0), default=0,
+              help="Cancel the job after this many seconds without an SSH connection (0: never).")
+def session_cmd(kind: str, profile: str, valid_for: int, container: str, container_runtime: str,
+                idle_timeout: int) -> None:
+    """Compute-node side (run by the batch script): serve sshd for this job.
+
+    \b
+    Example (what the generated batch script runs):
+      python -m interactive_slurm session --kind cpu --profile default --valid-for 28800
+    """
+    from interactive_slurm.node import session
+
+    cfg = config.load()
+    job_id = os.environ.get("SLURM_JOB_ID", "")
+    if job_id.isascii() and job_id.isdigit():
+        with contextlib.suppress(OSError):  # slurmd made the job's log with the job's umask
+            os.chmod(Path(folders.job_log(job_id)), 0o600)
+    spec = session.spec_from_env(
+        os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
+        container=container, container_runtime=container_runtime, idle_timeout=idle_timeout,
+        image_cache=cfg.image_cache,
+    )
+    os.environ.pop(session.WARN_BEFORE_ENV, None)  # the session's own: not passed on to shells
+    sys.exit(session.Session(cli_base.runner(), spec).run())
+
+
+@cli.command("trust")
+@click.option("--write", "write", is_flag=True,
+              help="Also write the line to the managed known_hosts file.")
+def trust_cmd(write: bool) -> None:
+    """Print the known_hosts line that trusts your sessions' host certificates.
+
+    \b
+    Example:
+      interactive-slurm trust --write
+    """
+    line = remote.trust_line(cli_base.runner())
+    if write:
+        hostca.write_known_hosts(Path(folders.known_hosts_file()), line)
+        click.echo(f"wrote {Path(folders.known_hosts_file())}", err=True)
+    click.echo(line)
+
+
+def _local_command() -> str:
+    """How this installation is run: its console script, or ``python -m``."""
+    script = Path(sys.executable).parent / "interactive-slurm"
+    if script.exists():
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -I -m interactive_slurm"  # -I: not the cwd's modules
+
+
+#: Seconds for the ssh hop to the login node to connect and answer (``ssh-config --login``).
+LOGIN_CONNECT_TIMEOUT = 30
+
+
+def _ssh_config_block(login: str | None, remote_command: str) -> str:
+    known = Path(folders.known_hosts_file())
+    lines = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
+    if login:
+        lines.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in {known}")
+    for kind in ("cpu", "gpu"):
+        if login:
+            # ConnectTimeout bounds the hop to the login node only: on the outer entry it would
+            # also bound the SSH banner wait, which includes the wait in Slurm's queue.
+            command = (f"ssh -o ConnectTimeout={LOGIN_CONNECT_TIMEOUT} {shlex.quote(login)} "
+                       f"{remote_command} proxy {kind}")
+        else:
+            command = f"{_local_command()} proxy {kind}"
+        lines += [
+            f"Host slurm-{kind}",
+            f"  ProxyCommand {command}",
+            f"  HostKeyAlias {hostca.kind_alias(kind)}",
+            f"  UserKnownHostsFile {known}",
+            "  StrictHostKeyChecking yes",
+            "  CheckHostIP no",
+            "  ServerAliveInterval 30",
+        ]
+    lines.append("# END interactive-slurm")
+    return "\n".join(lines)
+
+
+@cli.command("ssh-config")
+@click.option("--login", help="Login node to hop through (for a laptop's ~/.ssh/config).")
+@click.option("--remote-command", default="interactive-slurm", show_default=True,
+              help="With --login: how to run interactive-slurm on the login node.")
+def ssh_config_cmd(login: str | None, remote_command: str) -> None:
+    """Print Host entries slurm-cpu and slurm-gpu for ~/.ssh/config.
+
+    On the login node it also writes the managed known_hosts file that trusts your host CA;
+    with --login (on a laptop) it prints where to put the line from `interactive-slurm trust`.
+
+    \b
+    Example:
+      interactive-slurm ssh-config >> ~/.ssh/config
+    """
+    if not login:
+        remote.ensure_known_hosts(cli_base.runner())
+    click.echo(_ssh_config_block(login, remote_command))
+
+
+class _ProfilesGroup(click.Group):
+    """`profiles` lists, `profiles NAME` shows (as `profiles show NAME`), `profiles set` edits."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands:
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+@cli.group("profiles", cls=_ProfilesGroup, invoke_without_command=True,
+           subcommand_metavar="[NAME | set NAME KEY=VALUE...]")
+@click.pass_context
+def profiles_cmd(ctx: click.Context) -> None:
+    """List the resource profiles, show one (NAME) as sbatch options, or set values in one.
+
+    \b
+    Examples:
+      interactive-slurm profiles development
+      interactive-slurm profiles set default gpu.gpus=2
+    """
+    if ctx.invoked_subcommand:
+        return
+    cfg = config.load()
+    for pname, path in sorted(profiles.available().items()):
+        mark = "*" if pname == cfg.default_profile else " "
+        click.echo(f"{mark} {pname:<16} {path}")
+    click.echo(f"user profiles go in {Path(folders.profiles_dir())}", err=True)
+
+
+def _echo_profile(prof: profiles.Profile) -> None:
+    click.echo(f"{prof.name}: {prof.description} ({prof.source})")
+    for kind in profiles.KINDS:
+        res = prof.resources(kind)
+        args = " ".join(profiles.sbatch_resource_args(res))
+        if res.idle_timeout:
+            args += f"  (idle_timeout: {profiles.format_seconds(res.idle_timeout)})"
+        click.echo(f"  {kind}: {args}")
+
+
+@profiles_cmd.command("show")
+@click.argument("name")
+def profiles_show_cmd(name: str) -> None:
+    """Show one profile's sbatch options (`profiles NAME` does the same).
+
+    \b
+    Example:
+      interactive-slurm profiles show development
+    """
+    _echo_profile(profiles.load(name))
+
+
+@profiles_cmd.command("set")
+@click.argument("name")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--from", "base", metavar="PROFILE",
+              help="Start a new profile from this one (default: the shipped NAME, else empty).")
+def profiles_set_cmd(name: str, settings: tuple[str, ...], base: str | None) -> None:
+    """Create or edit your profile NAME: set KEY=VALUE, or remove a key with KEY=.
+
+    KEY is a top-level key (both kinds: description, partition, account, qos, reservation,
+    constraint, container, container_runtime, extra) or cpu.KEY / gpu.KEY (time, cpus, mem,
+    gpus, gpu_type and the same optional keys). extra takes a comma-separated list of sbatch
+    options. An existing file of yours keeps its other values and is backed up first
+    (NAME.toml.bak-...: comments are not kept); otherwise the shipped profile NAME is the
+    start. Nothing is written on any error.
+
+    \b
+    Example:
+      interactive-slurm profiles set big --from default gpu.gpus=8 gpu.time=12h account=mylab
+    """
+    from interactive_slurm.login import profile_edit
+
+    result = profile_edit.set_values(name, settings, base=base)
+    if result.backup:
+        click.echo(f"previous file kept as {result.backup} (comments are not carried over)", err=True)
+    if not result.changed:
+        click.echo(f"{result.path} unchanged", err=True)
+    else:
+        click.echo(f"{'created' if result.created else 'wrote'} {result.path}", err=True)
+    _echo_profile(result.profile)
+
+
+cli.add_command(remote_cli)
+cli.add_command(update_cmd)
+cli.add_command(self_check_cmd)
+cli.add_command(setup_cmd)
+cli.add_command(clusters_cmd)
+
+
+def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
+    try:
+        result: Any = group.main(args=argv, prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except InteractiveSlurmError as exc:
+        if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # our own files: a full disk, a folder we may not enter, ...
+        if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
+            traceback.print_exc()
+        click.echo(f"error: {describe_os_error(exc)}", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``interactive-slurm``."""
+    _run(cli, argv, "interactive-slurm")
+
+
+def remote_main(argv: list[str] | None = None) -> None:
+    """Console script ``remote``."""
+    _run(remote_cli, argv, "remote")

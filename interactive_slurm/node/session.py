@@ -1,0 +1,779 @@
+"""The compute-node side: this job's keyhole and an ``sshd -i`` per proven connection.
+
+temp dir (0700) -> fresh ed25519 host key + certificate from the user's host CA -> sshd_config
+(checked with ``sshd -t``) -> the session binds a random port itself, IPv4 and IPv6 (hard binds:
+any failed bind means another port) -> publish the endpoint with a fresh keyhole secret -> one
+single-threaded loop: accept, send the keyhole HELLO, and hand a connection that proves the
+secret to ``sshd -i`` (see :mod:`keyhole`); unproven ones are closed at their deadline and the
+oldest is dropped beyond :data:`MAX_PENDING`. The record's mtime is renewed every
+``endpoint.RENEW_SECONDS`` (its lease). With an ``idle_timeout``, no ``sshd -i`` child for that
+long makes the session scancel its own job. ``warn_before`` seconds before the time limit, the
+terminals of the shells under its own ``sshd -i`` children get one line (wall-style). On
+SIGTERM/SIGINT/SIGHUP: leave an ``ended`` note with the reason, remove the record, stop the
+``sshd -i`` children, remove the temp dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import getpass
+import os
+import pwd
+import random
+import re
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import stat
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from interactive_slurm import __version__
+from interactive_slurm.base import folders
+from interactive_slurm.base.errors import CommandError, SessionError
+from interactive_slurm.base.runner import Runner, describe
+from interactive_slurm.connect import endpoint, keyhole
+from interactive_slurm.node import containers, hostca, tmpdirs
+from interactive_slurm.node.imagecache import CacheUnusable, ImageCache
+
+TEMPLATES = Path(__file__).parents[1] / "templates"  # package data, beside the folders
+#: Environment passed into ssh sessions: the job's view of itself and its devices.
+ENV_PREFIXES = ("SLURM_", "INTERACTIVE_SLURM_")
+ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "TMPDIR")
+_ENV_VALUE_RE = re.compile(r"^[^\"\\\n\r\x00]*\Z", re.ASCII)
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
+LINGER_SECONDS = 5.0  # a SIGTERMed sshd's connection waits this long for our note
+PORT_ATTEMPTS = 20
+BACKLOG = 512
+#: Connections that have not proven the secret yet, at most; beyond, the oldest is dropped.
+MAX_PENDING = 1024
+#: ``sshd -i`` exiting non-zero within this many seconds of its start counts as a failed start;
+#: this many failed starts in a row end the session (a broken sshd or config).
+STARTUP_SECONDS = 2.0
+MAX_FAILED_STARTS = 5
+#: Seconds before the time limit at which open shells are told the job is about to end.
+WARN_BEFORE = 600
+#: The session's own environment may shorten that (tests); it is not passed on to shells.
+WARN_BEFORE_ENV = "INTERACTIVE_SLURM_WARN_BEFORE"
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    job_id: str
+    kind: str
+    profile: str
+    valid_for: int
+    sshd: str
+    container: str = ""
+    container_runtime: str = ""  # "": the first runtime installed on the node
+    idle_timeout: int = 0  # seconds without an SSH connection before the job ends itself; 0: never
+    warn_before: int = WARN_BEFORE
+    image_cache: str = ""  # a shared container image cache (config.toml); "": the user's own
+
+
+def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables sshd should set in every session (values sshd_config can carry)."""
+    return {
+        name: value
+        for name, value in sorted(env.items())
+        if (name.startswith(ENV_PREFIXES) or name in ENV_NAMES)
+        and _ENV_NAME_RE.match(name)
+        and _ENV_VALUE_RE.match(value)
+    }
+
+
+def setenv_line(env: Mapping[str, str]) -> str:
+    if not env:
+        return ""
+    return "SetEnv " + " ".join(f'"{name}={value}"' for name, value in env.items())
+
+
+def render_sshd_config(
+    *, job_id: str, kind: str, user: str, host_key: Path, host_cert: Path,
+    env: Mapping[str, str], extra: str = "",
+) -> str:
+    for value in (user, str(host_key), str(host_cert)):
+        if any(c.isspace() or c in "\"'\\#" for c in value):
+            raise SessionError(f"cannot put {value!r} in sshd_config: it has spaces or quotes")
+    template = string.Template((TEMPLATES / "sshd_config").read_text())
+    return template.substitute(
+        version=__version__, job_id=job_id, kind=kind, user=user,
+        host_key=host_key, host_cert=host_cert,
+        setenv=setenv_line(env), extra=extra,
+    )
+
+
+PORTS_ENV = "INTERACTIVE_SLURM_PORTS"
+
+
+def port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range, so outgoing connections never hold ours;
+    ``INTERACTIVE_SLURM_PORTS=LOW-HIGH`` (in the job's environment) narrows it, e.g. to what a
+    firewall lets through."""
+    value = os.environ.get(PORTS_ENV, "")
+    low_text, _, high_text = value.partition("-")
+    if low_text.isdigit() and high_text.isdigit() and 1024 <= int(low_text) <= int(high_text) < 65536:
+        return int(low_text), int(high_text)
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (max(1024, min(20000, low - 5000)), max(2048, low - 1))
+
+
+def pick_port(rng: random.Random) -> int:
+    low, high = port_range()
+    return rng.randint(low, high)
+
+
+def bind_listeners(port: int) -> list[socket.socket]:
+    """Listening sockets on ``0.0.0.0:port`` and ``[::]:port`` (IPv6 only, no dual stack).
+
+    Hard binds: OSError when either family's bind fails, so a neighbour holding the port on one
+    family never leaves us serving the other. IPv6 is skipped only where the node has none.
+    """
+    socks: list[socket.socket] = []
+    try:
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        socks.append(s4)
+        s4.bind(("0.0.0.0", port))  # noqa: S104 - the login node connects from anywhere
+        s4.listen(BACKLOG)
+        try:
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        except OSError as exc:
+            if exc.errno == errno.EAFNOSUPPORT:
+                return socks
+            raise
+        socks.append(s6)
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s6.bind(("::", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                s6.close()
+                socks.remove(s6)
+                return socks
+            raise
+        s6.listen(BACKLOG)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    for sock in socks:
+        sock.setblocking(False)
+    return socks
+
+
+_STATE_RE = re.compile(r"\bJobState=([A-Z_]+)")
+_REASONS = {
+    "CANCELLED": "was cancelled",
+    "TIMEOUT": "reached its time limit",
+    "DEADLINE": "reached its deadline",
+    "PREEMPTED": "was preempted",
+    "NODE_FAIL": "ended: its node failed",
+    "OUT_OF_MEMORY": "ran out of memory",
+}
+
+
+def end_reason(scontrol_output: str, *, now: float, started: float, time_limit: int) -> str:
+    """Why the job is ending, from ``scontrol show job -o`` (Slurm sends SIGTERM for both a
+    cancel and the time limit); without a state, the time limit decides."""
+    match = _STATE_RE.search(scontrol_output)
+    if match and match.group(1) in _REASONS:
+        return _REASONS[match.group(1)]
+    if match and match.group(1) not in ("RUNNING", "COMPLETING", "PENDING"):
+        return f"ended ({match.group(1)})"
+    if now >= started + time_limit - 60:
+        return "reached its time limit"
+    return "was cancelled"
+
+
+def parent_pid(stat_text: str) -> int:
+    """The parent pid in a ``/proc/PID/stat`` line (the command name may hold spaces and ``)``)."""
+    return int(stat_text.rpartition(")")[2].split()[1])
+
+
+def descendants(roots: set[int], parents: Mapping[int, int]) -> set[int]:
+    """``roots`` and every process below them, given each process's parent."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def process_parents(proc: Path = Path("/proc")) -> dict[int, int]:
+    parents = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = parent_pid((entry / "stat").read_text())
+    return parents
+
+
+def own_ttys(pids: set[int], proc: Path = Path("/proc")) -> list[Path]:
+    """One ``/proc/PID/fd/N`` link for each pty slave (``/dev/pts/N``) that these processes hold
+    open and this user owns. The link itself is what gets opened: the very device the process
+    holds, even when its ``/dev/pts`` is another one (a container's)."""
+    found: dict[int, Path] = {}
+    for pid in sorted(pids):
+        try:
+            fds = sorted((proc / str(pid) / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+                st = os.stat(fd)
+            except OSError:
+                continue
+            if not (target.startswith("/dev/pts/") and target[len("/dev/pts/"):].isdigit()):
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_uid == os.getuid():
+                found.setdefault(st.st_rdev, fd)
+    return list(found.values())
+
+
+def write_to_tty(path: Path | str, text: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        os.write(fd, text.encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+class _Pending:
+    __slots__ = ("deadline", "gate", "sock")
+
+    def __init__(self, sock: socket.socket, gate: keyhole.Gate, deadline: float) -> None:
+        self.sock, self.gate, self.deadline = sock, gate, deadline
+
+
+class _Child:
+    __slots__ = ("peer", "proc", "sock", "started")
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, started: float) -> None:
+        self.proc, self.sock, self.started = proc, sock, started
+        try:
+            host, port = sock.getpeername()[:2]
+            self.peer = f"{host} port {port}"  # as sshd writes it in its log
+        except OSError:
+            self.peer = ""
+
+
+class Session:
+    """One running session; :meth:`run` blocks until the job ends (or sshd cannot start)."""
+
+    def __init__(self, runner: Runner, spec: SessionSpec, log: TextIO = sys.stderr) -> None:
+        self.runner, self.spec, self.log = runner, spec, log
+        self.tmp: Path | None = None
+        self.cfg: Path | None = None
+        self.listeners: list[socket.socket] = []
+        self.port = 0
+        self.secret = keyhole.new_secret()
+        self.record: endpoint.Endpoint | None = None
+        self.pending: dict[int, _Pending] = {}  # insertion order: oldest first
+        self.children: dict[int, _Child] = {}
+        self.failed_starts = 0
+        self.lingering: list[tuple[float, socket.socket]] = []  # (close at, connection)
+        self.started = time.monotonic()
+        self.wall_start = time.time()
+        self.container: containers.Container | None = None
+        #: When no ``sshd -i`` child is alive: since when (monotonic); None while one is.
+        self.idle_since: float | None = self.started
+        #: Why the job ends when the session itself ended it (its ``ended`` note says so).
+        self.end_reason = ""
+        self.warned = False
+
+    @property
+    def ends_at(self) -> float:
+        """When the job reaches its time limit (epoch seconds)."""
+        return self.wall_start + self.spec.valid_for
+
+    def say(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"{stamp} interactive-slurm session {self.spec.job_id}: {message}", file=self.log,
+              flush=True)
+
+    def check_ptys(self) -> None:
+        """Warn in the job log when ptys are not group tty (``ssh -t`` would then fail)."""
+        try:
+            mounts = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 3 and fields[1] == "/dev/pts" and fields[2] == "devpts":
+                if "gid=" not in fields[3]:
+                    self.say("warning: /dev/pts is not mounted with gid=<tty group>; an "
+                             "unprivileged sshd cannot give shells a terminal (ssh -t fails). "
+                             "Ask the admins to mount devpts with gid=5,mode=620.")
+                return
+
+    def prepare(self) -> tuple[Path, Path]:
+        self.check_ptys()
+        folders.ensure_private_dir(folders.job_dir(self.spec.job_id))
+        with contextlib.suppress(FileNotFoundError):  # a note from an earlier run of this job
+            (Path(folders.job_dir(self.spec.job_id)) / endpoint.ENDED_NOTE).unlink()
+        self.tmp = tmpdirs.make_session_dir(self.runner, self.spec.job_id, self.say)
+        key = self.tmp / "host_ed25519_key"
+        self.runner.run([
+            "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key),
+            "-C", f"interactive-slurm job {self.spec.job_id}",
+        ])
+        cert = hostca.sign_host_key(
+            self.runner, key.with_suffix(".pub"), job_id=self.spec.job_id,
+            kind=self.spec.kind, valid_seconds=self.spec.valid_for,
+        )
+        return key, cert
+
+    def write_config(self, key: Path, cert: Path, extra: str) -> Path:
+        assert self.tmp is not None
+        cfg = self.tmp / "sshd_config"
+        cfg.write_text(render_sshd_config(
+            job_id=self.spec.job_id, kind=self.spec.kind, user=getpass.getuser(),
+            host_key=key, host_cert=cert, env=forwarded_env(os.environ), extra=extra,
+        ))
+        os.chmod(cfg, 0o600)
+        return cfg
+
+    def sshd_argv(self, *args: str) -> list[str]:
+        """sshd with ``args``, inside the job's container when the profile names one."""
+        assert self.tmp is not None
+        argv = [self.spec.sshd, *args]
+        if self.container is not None:
+            argv = self.container.wrap(argv)
+        return argv
+
+    def start_container(self) -> None:
+        """Prepare the profile's container (its image once per cache) before sshd runs in it."""
+        assert self.tmp is not None
+        runtime = containers.find_runtime(self.spec.container_runtime)
+        self.say(f"starting a {runtime.name} container from {self.spec.container}")
+        needs = containers.Needs(
+            job_id=self.spec.job_id, sshd=self.spec.sshd, workdir=self.tmp,
+            binds=(Path(pwd.getpwuid(os.getuid()).pw_dir), self.tmp, Path(folders.state_dir())),
+            gpu=self.spec.kind == "gpu", env=dict(os.environ),
+        )
+        cache = ImageCache(Path(self.spec.image_cache), shared=True) if self.spec.image_cache \
+            else ImageCache()
+        try:
+            self.container = containers.prepare(
+                self.runner, runtime, self.spec.container, needs, cache, log=self.say
+            )
+        except CacheUnusable as exc:
+            self.say(f"{exc}; preparing the image in your own cache instead")
+            self.container = containers.prepare(
+                self.runner, runtime, self.spec.container, needs, ImageCache(), log=self.say
+            )
+        containers.record(Path(folders.job_dir(self.spec.job_id)), self.container)
+
+    def configure(self, key: Path, cert: Path) -> None:
+        """Write sshd_config and check it with ``sshd -t`` (which also loads the host key and
+        certificate): every connection's ``sshd -i`` uses this file."""
+        assert self.tmp is not None
+        if self.spec.container:
+            self.start_container()
+        # ``PerSourcePenalties no`` where sshd knows it (9.8+): one user, many connections.
+        self.cfg = self.write_config(key, cert, "PerSourcePenalties no")
+        if self.runner.run(self.sshd_argv("-t", "-f", str(self.cfg)), check=False).returncode:
+            self.cfg = self.write_config(key, cert, "")
+            check = self.runner.run(self.sshd_argv("-t", "-f", str(self.cfg)), check=False)
+            if check.returncode:
+                raise SessionError(f"{describe(self.sshd_argv('-t'))} refuses this job's "
+                                   f"sshd_config: {check.stderr.strip()[-500:] or 'no output'}")
+
+    def listen(self) -> None:
+        rng = random.SystemRandom()
+        low, high = port_range()
+        tried: set[int] = set()
+        errors = []
+        while len(tried) < min(PORT_ATTEMPTS, high - low + 1):
+            port = pick_port(rng)
+            if port in tried:
+                continue
+            tried.add(port)
+            try:
+                self.listeners = bind_listeners(port)
+            except OSError as exc:
+                errors.append(f"{port}: {exc.strerror or exc}")
+                continue
+            self.port = port
+            return
+        raise SessionError("no free port for the session (tried " + ", ".join(errors) + ")")
+
+    def publish(self, key: Path | None = None) -> None:
+        if self.record is None:
+            assert key is not None
+            self.record = endpoint.Endpoint(
+                job_id=self.spec.job_id, kind=self.spec.kind, profile=self.spec.profile,
+                host=socket.gethostname(), port=self.port,
+                host_key=key.with_suffix(".pub").read_text().strip(),
+                session_pid=os.getpid(), started_at=time.time(), container=self.spec.container,
+                secret=self.secret.hex(), ends_at=self.ends_at,
+            )
+        path = endpoint.publish(self.record)
+        self.say(f"ready in {time.monotonic() - self.started:.2f} s: session pid {os.getpid()} "
+                 f"listening on {self.record.host}:{self.port}; endpoint {path}")
+
+    def renew(self) -> None:
+        """Renew the lease (the record's mtime); republish a record a proxy dropped as stale."""
+        try:
+            os.utime(Path(folders.endpoint_file(self.spec.job_id)))
+        except FileNotFoundError:
+            self.say("the endpoint record was removed (a proxy found it stale?); publishing it "
+                     "again")
+            self.publish()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def accept(self, sel: selectors.BaseSelector, listener: socket.socket) -> None:
+        for _ in range(64):  # bounded, so a flood cannot keep the loop from anything else
+            try:
+                conn, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: drop the oldest unproven connection
+                self.say(f"accept failed: {exc}")
+                if self.pending:
+                    self.drop(sel, next(iter(self.pending)))
+                return
+            conn.setblocking(False)
+            gate = keyhole.Gate(self.secret, self.spec.job_id)
+            try:
+                conn.send(gate.hello)
+            except OSError:
+                conn.close()
+                continue
+            while len(self.pending) >= MAX_PENDING:
+                self.drop(sel, next(iter(self.pending)))
+            fd = conn.fileno()
+            self.pending[fd] = _Pending(conn, gate, time.monotonic() + keyhole.DEADLINE)
+            sel.register(conn, selectors.EVENT_READ, "pending")
+
+    def drop(self, sel: selectors.BaseSelector, fd: int) -> None:
+        item = self.pending.pop(fd)
+        sel.unregister(item.sock)
+        item.sock.close()
+
+    def readable(self, sel: selectors.BaseSelector, fd: int) -> None:
+        item = self.pending[fd]
+        try:
+            data = item.sock.recv(keyhole.PROOF_SIZE + 1)
+            answer = item.gate.feed(data) if data else None
+        except (OSError, keyhole.KeyholeError):
+            data, answer = b"", None
+        if not data:
+            self.drop(sel, fd)
+            return
+        if answer is None:
+            return
+        self.pending.pop(fd)
+        sel.unregister(item.sock)
+        try:
+            if item.sock.send(answer) != len(answer):
+                raise OSError("short send")
+        except OSError:
+            item.sock.close()
+            return
+        self.hand_to_sshd(item.sock)
+
+    def hand_to_sshd(self, sock: socket.socket) -> None:
+        """``sshd -i`` owns the connection from here; we keep our copy of the socket until it
+        exits, so the proxy sees the connection close only after an ``ended`` note is written."""
+        assert self.tmp is not None and self.cfg is not None
+        sock.setblocking(True)
+        fd = sock.fileno()
+        argv = self.sshd_argv("-i", "-f", str(self.cfg), "-E", str(self.tmp / "sshd.log"))
+        try:
+            proc = subprocess.Popen(argv, stdin=fd, stdout=fd, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            self.say(f"could not start {describe(argv)}: {exc}")
+            sock.close()
+            self.failed_start()
+            return
+        self.children[proc.pid] = _Child(proc, sock, time.monotonic())
+
+    def failed_start(self) -> None:
+        self.failed_starts += 1
+        if self.failed_starts >= MAX_FAILED_STARTS:
+            assert self.tmp is not None
+            try:
+                log = (self.tmp / "sshd.log").read_text(errors="replace").strip()
+            except OSError:
+                log = "(sshd wrote no log)"
+            raise SessionError(
+                f"sshd -i failed at startup {self.failed_starts} times in a row; giving up. "
+                f"Its last log lines:\n{log[-2000:]}"
+            )
+
+    def sshd_saw(self, child: _Child) -> bool:
+        """Whether this child's sshd got as far as its client (its log names the client).
+
+        sshd -i exits 255 whenever a client goes away, so a short non-zero life is no failure
+        by itself: `ssh slurm-cpu true` is one. A start failed only if sshd never spoke of it.
+        """
+        assert self.tmp is not None
+        try:
+            with open(self.tmp / "sshd.log", "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 262144))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        return bool(child.peer) and child.peer in text
+
+    def reap(self) -> None:
+        for pid, child in list(self.children.items()):
+            code = child.proc.poll()
+            if code is None:
+                continue
+            del self.children[pid]
+            if code == -signal.SIGTERM:
+                # Slurm signals every process of an ending job at once, so this sshd may be
+                # gone before our own SIGTERM arrives: keep its connection open a moment, so
+                # the proxy finds the ended note we are about to write, not a bare close.
+                self.lingering.append((time.monotonic() + LINGER_SECONDS, child.sock))
+            else:
+                child.sock.close()
+            if (code != 0 and time.monotonic() - child.started < STARTUP_SECONDS
+                    and not self.sshd_saw(child)):
+                self.failed_start()
+            else:
+                self.failed_starts = 0
+
+    def idle_deadline(self) -> float | None:
+        """When the idle timeout cancels the job (monotonic), if it is due to."""
+        if not self.spec.idle_timeout or self.idle_since is None or self.end_reason:
+            return None
+        return self.idle_since + self.spec.idle_timeout
+
+    def warn_deadline(self) -> float | None:
+        """When open shells are told the job is about to end (monotonic), if not yet done."""
+        if self.warned or self.spec.warn_before <= 0:
+            return None
+        return self.started + (self.ends_at - self.spec.warn_before - self.wall_start)
+
+    def end_idle(self) -> bool:
+        """The idle timeout ran out: scancel our own job. False when the session should end by
+        itself instead (scancel failed)."""
+        idle = format_duration(self.spec.idle_timeout)
+        self.say(f"no SSH connection for {idle} (idle_timeout of profile {self.spec.profile}); "
+                 f"cancelling job {self.spec.job_id}")
+        self.end_reason = f"was cancelled after {idle} without an SSH connection (idle_timeout)"
+        result = self.runner.run(["scancel", self.spec.job_id], check=False, timeout=30)
+        if result.returncode != 0:
+            self.say(f"scancel {self.spec.job_id} failed ({result.stderr.strip() or 'no output'});"
+                     " ending the session instead")
+            self.write_note(self.end_reason)
+            return False
+        return True
+
+    def warn_shells(self) -> None:
+        """Tell the terminals of the shells under our own ``sshd -i`` children that the job is
+        about to reach its time limit (one line each; never a pty of another user or process)."""
+        self.warned = True
+        pids = descendants(set(self.children), process_parents())
+        ttys = own_ttys(pids)
+        left = max(0.0, self.ends_at - time.time())
+        at = time.strftime("%H:%M", time.localtime(self.ends_at))
+        line = (f"\r\ninteractive-slurm: job {self.spec.job_id} reaches its time limit in "
+                f"{format_duration(round(left / 60) * 60 if left >= 60 else left)} (at {at}); "
+                "save your work\r\n")
+        told = sum(write_to_tty(tty, line) for tty in ttys)
+        self.say(f"the time limit is at {at}; told {told} open shell(s)")
+
+    def serve(self) -> int:
+        """The loop; returns the session's exit status once a stop signal arrives."""
+        stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        for handled in (*stops, signal.SIGCHLD):
+            signal.signal(handled, lambda *_: None)
+        sel = selectors.DefaultSelector()
+        try:
+            for listener in self.listeners:
+                sel.register(listener, selectors.EVENT_READ, "listen")
+            sel.register(rfd, selectors.EVENT_READ, "signal")
+            self.idle_since = time.monotonic()  # idle from now, not from the job's start
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+            next_renew = time.monotonic() + endpoint.RENEW_SECONDS
+            while True:
+                now = time.monotonic()
+                wake = next_renew
+                if self.pending:
+                    wake = min(wake, next(iter(self.pending.values())).deadline)
+                if self.lingering:
+                    wake = min(wake, self.lingering[0][0])
+                for due in (self.idle_deadline(), self.warn_deadline()):
+                    if due is not None:
+                        wake = min(wake, due)
+                for key, _events in sel.select(max(0.0, wake - now)):
+                    if key.data == "listen":
+                        self.accept(sel, key.fileobj)  # type: ignore[arg-type]
+                    elif key.data == "signal":
+                        for signum in os.read(rfd, 256):
+                            if signum in stops:
+                                self.say(f"got {signal.Signals(signum).name}; stopping")
+                                self.leave_note(signum)
+                                return 0
+                    elif key.fd in self.pending:
+                        self.readable(sel, key.fd)
+                self.reap()
+                now = time.monotonic()
+                while self.lingering and self.lingering[0][0] <= now:
+                    self.lingering.pop(0)[1].close()
+                if self.children:
+                    self.idle_since = None
+                elif self.idle_since is None:
+                    self.idle_since = now
+                idle_due = self.idle_deadline()
+                if idle_due is not None and now >= idle_due and not self.end_idle():
+                    return 0
+                warn_due = self.warn_deadline()
+                if warn_due is not None and now >= warn_due:
+                    self.warn_shells()
+                while self.pending:  # deadlines only grow with insertion order
+                    fd, item = next(iter(self.pending.items()))
+                    if item.deadline > now:
+                        break
+                    self.drop(sel, fd)
+                if now >= next_renew:
+                    self.renew()
+                    next_renew = now + endpoint.RENEW_SECONDS
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            sel.close()
+            os.close(rfd)
+            os.close(wfd)
+
+    def leave_note(self, signum: int) -> None:
+        """Write why the job ends where proxies look (before their connections close).
+
+        The record goes first: no new connect comes here, and a proxy whose connection Slurm's
+        signal has already closed sees the session stopping and waits for the note."""
+        endpoint.remove(self.spec.job_id)
+        if self.end_reason:
+            reason = self.end_reason
+        elif signum == signal.SIGTERM:
+            result = self.runner.run(
+                ["scontrol", "show", "job", "-o", self.spec.job_id], check=False, timeout=3
+            ) if self.spec.job_id else None
+            reason = end_reason(result.stdout if result else "", now=time.time(),
+                                started=self.wall_start, time_limit=self.spec.valid_for)
+        else:
+            reason = f"was stopped ({signal.Signals(signum).name})"
+        self.write_note(reason)
+
+    def write_note(self, reason: str) -> None:
+        from interactive_slurm.base.fsutil import write_private_atomic
+
+        with contextlib.suppress(OSError):
+            write_private_atomic(Path(folders.job_dir(self.spec.job_id)) / endpoint.ENDED_NOTE,
+                                 reason + "\n")
+
+    def stop_children(self) -> None:
+        for _, sock in self.lingering:
+            sock.close()
+        self.lingering.clear()
+        for child in self.children.values():
+            with contextlib.suppress(OSError):
+                child.proc.terminate()
+        deadline = time.monotonic() + 3
+        for child in self.children.values():
+            try:
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+            child.sock.close()
+        self.children.clear()
+        for item in self.pending.values():
+            item.sock.close()
+        self.pending.clear()
+        for listener in self.listeners:
+            listener.close()
+
+    def cleanup(self) -> None:
+        endpoint.remove(self.spec.job_id)
+        self.stop_children()
+        if self.container is not None:
+            self.container.cleanup(self.runner)
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run(self) -> int:
+        # Block stop signals while starting so cleanup always runs; serve() takes them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        raise_fd_limit()
+        try:
+            key, cert = self.prepare()
+            self.configure(key, cert)
+            self.listen()
+            self.publish(key)
+            return self.serve()
+        except SessionError as exc:
+            self.say(f"error: {exc}")
+            self.write_note(f"stopped: {str(exc).splitlines()[0]} (see {folders.job_log(self.spec.job_id)})")
+            raise
+        except CommandError as exc:
+            raise SessionError(str(exc)) from exc
+        finally:
+            self.cleanup()
+
+
+def raise_fd_limit() -> None:
+    """Room for MAX_PENDING unproven connections next to the served ones."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
+
+
+def spec_from_env(
+    env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str,
+    container_runtime: str = "", idle_timeout: int = 0, image_cache: str = "",
+) -> SessionSpec:
+    job_id = env.get("SLURM_JOB_ID", "")
+    if not endpoint.is_job_id(job_id):
+        raise SessionError("`interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)")
+    if container:
+        containers.find_runtime(container_runtime)  # fail fast: no runtime on this node
+    elif not os.path.isabs(sshd) or not os.access(sshd, os.X_OK):
+        raise SessionError(f"sshd not found at {sshd} on {socket.gethostname()} "
+                           "(set `sshd` in config.toml)")
+    warn_text = env.get(WARN_BEFORE_ENV, "")
+    warn_before = int(warn_text) if warn_text.isascii() and warn_text.isdigit() else WARN_BEFORE
+    return SessionSpec(job_id, kind, profile, valid_for, sshd, container, container_runtime,
+                       idle_timeout=idle_timeout, warn_before=warn_before, image_cache=image_cache)
