@@ -32,14 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interactive_slurm.base import folders, tomlio
+from interactive_slurm.base import defaults, folders, tomlio
 from interactive_slurm.base.errors import ConfigError
 from interactive_slurm.base.fsutil import check_secure_if_exists
-from interactive_slurm.login.profiles import check_profile_name, parse_duration
+from interactive_slurm.base.values import check_profile_name, parse_duration
 
 CHANNELS = ("stable", "pre")
-#: Seconds: below this much time left in a reused job, the proxy says so on stderr.
-DEFAULT_WARN_TIME_LEFT = 1800
 _PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
 
 
@@ -80,8 +78,8 @@ class Cluster:
 @dataclass(frozen=True)
 class Config:
     default_profile: str = "default"
-    wait_timeout: float = 1800.0
-    warn_time_left: int = DEFAULT_WARN_TIME_LEFT
+    wait_timeout: float = float(defaults.WAIT_TIMEOUT)
+    warn_time_left: int = defaults.WARN_TIME_LEFT
     sshd: str = "/usr/sbin/sshd"
     image_cache: str = ""  # a shared container image cache (absolute); "": the user's own
     update: UpdateConfig = field(default_factory=UpdateConfig)

@@ -16,6 +16,7 @@
      │                               (StrictModes): names the path and the fix
      ├── FileSystemError             an OSError on the tool's own files (full disk, no
      │                               permission): names the path
+     ├── LockTimeout                 a lock stayed taken longer than its bound
      ├── UpdateError                 the updater could not fetch, build, install or switch
      └── UsageError                  a command-line value is invalid
 """
@@ -52,6 +53,10 @@ class SessionError(InteractiveSlurmError):
 
 class ProxyError(InteractiveSlurmError):
     """The proxy could not connect the user to a session."""
+
+
+class LockTimeout(InteractiveSlurmError):
+    """Another process held a lock for longer than the caller would wait."""
 
 
 class JobEndedError(ProxyError):

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from interactive_slurm import __version__
-from interactive_slurm.base import config, folders
+from interactive_slurm.base import config, folders, selfcmd, values
 from interactive_slurm.base.errors import InteractiveSlurmError
 from interactive_slurm.base.fsutil import describe_os_error
 from interactive_slurm.cli import base as cli_base
@@ -61,7 +61,7 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
     cfg = config.load()
     if container:
         profiles.check_container_option(container)
-    name = profiles.check_profile_name(profile or cfg.default_profile)
+    name = values.check_profile_name(profile or cfg.default_profile)
     proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
 
 
@@ -115,14 +115,6 @@ def trust_cmd(write: bool) -> None:
     click.echo(line)
 
 
-def _local_command() -> str:
-    """How this installation is run: its console script, or ``python -m``."""
-    script = Path(sys.executable).parent / "interactive-slurm"
-    if script.exists():
-        return shlex.quote(str(script))
-    return f"{shlex.quote(sys.executable)} -I -m interactive_slurm"  # -I: not the cwd's modules
-
-
 #: Seconds for the ssh hop to the login node to connect and answer (``ssh-config --login``).
 LOGIN_CONNECT_TIMEOUT = 30
 
@@ -139,7 +131,7 @@ def _ssh_config_block(login: str | None, remote_command: str) -> str:
             command = (f"ssh -o ConnectTimeout={LOGIN_CONNECT_TIMEOUT} {shlex.quote(login)} "
                        f"{remote_command} proxy {kind}")
         else:
-            command = f"{_local_command()} proxy {kind}"
+            command = selfcmd.command("proxy", kind)
         lines += [
             f"Host slurm-{kind}",
             f"  ProxyCommand {command}",
@@ -209,7 +201,7 @@ def _echo_profile(prof: profiles.Profile) -> None:
         res = prof.resources(kind)
         args = " ".join(profiles.sbatch_resource_args(res))
         if res.idle_timeout:
-            args += f"  (idle_timeout: {profiles.format_seconds(res.idle_timeout)})"
+            args += f"  (idle_timeout: {values.format_seconds(res.idle_timeout)})"
         click.echo(f"  {kind}: {args}")
 
 

@@ -11,12 +11,12 @@ import sys
 import click
 
 from interactive_slurm import __version__
-from interactive_slurm.base import config
+from interactive_slurm.base import config, values
 from interactive_slurm.base.errors import UsageError
 from interactive_slurm.base.runner import exec_replace
 from interactive_slurm.cli import base as cli_base
 from interactive_slurm.cli.update import check_cmd, update_cmd
-from interactive_slurm.login import profiles, remote, slurm
+from interactive_slurm.login import remote, slurm
 
 
 @click.group("remote", context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,7 +108,7 @@ def gpuswap_cmd(
         raise UsageError("--replace opens no shell; run COMMAND after `ssh slurm-gpu`")
     runner = cli_base.runner()
     cfg = config.load()
-    name = profiles.check_profile_name(profile or cfg.default_profile)
+    name = values.check_profile_name(profile or cfg.default_profile)
     ep, cpu_job = remote.gpuswap(
         runner, profile=name, replace=replace, timeout=timeout or cfg.wait_timeout,
         err=sys.stderr,

@@ -26,7 +26,6 @@ This module imports GitPython: only the update verbs and the detached check impo
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import git
 
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, locks
 from interactive_slurm.base.config import UpdateConfig
 from interactive_slurm.base.errors import CommandError, InteractiveSlurmError, UpdateError
 from interactive_slurm.base.runner import Runner
@@ -418,12 +417,8 @@ def check(root: Path, cfg: UpdateConfig, say: Say) -> Status:
 def _fetch_lock() -> Iterator[None]:
     """Serializes use of the git cache by a check that runs without the install lock."""
     folders.ensure_private_dir(folders.update_dir())
-    fd = os.open(Path(folders.update_dir()) / "fetch.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locks.held(Path(folders.update_dir()) / "fetch.lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def auto_check(runner: Runner, root: Path, say: Say) -> int:
@@ -431,11 +426,8 @@ def auto_check(runner: Runner, root: Path, say: Say) -> int:
     from interactive_slurm.base import config
 
     folders.ensure_private_dir(folders.update_dir())
-    fd = os.open(Path(folders.update_dir()) / "check.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with locks.held(Path(folders.update_dir()) / "check.lock", wait=False) as taken:
+        if not taken:
             say("another automatic check is running")
             return 0
         hours = config.UpdateConfig().interval_hours
@@ -453,5 +445,3 @@ def auto_check(runner: Runner, root: Path, say: Say) -> int:
             return 1
         finally:
             postpone(hours)
-    finally:
-        os.close(fd)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from interactive_slurm import __version__
-from interactive_slurm.base import config, folders, fsutil
+from interactive_slurm.base import config, defaults, folders, fsutil
 from interactive_slurm.base.errors import ConfigError, InteractiveSlurmError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.install import installs
@@ -39,7 +39,7 @@ from interactive_slurm.laptop.connection import Login, Target, Terminal
 
 DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
 DEFAULT_NAME = "slurm"
-VSCODE_CONNECT_TIMEOUT = 1800  # the proxy's default wait for a queued job
+VSCODE_CONNECT_TIMEOUT = defaults.WAIT_TIMEOUT  # the proxy's default wait for a queued job
 _CA_LINE = re.compile(r"^@cert-authority \*\.interactive-slurm (ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) "
                       r"([A-Za-z0-9+/]+={0,3})( [^\n]*)?$")
 

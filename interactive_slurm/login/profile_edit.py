@@ -18,7 +18,7 @@ from typing import Any
 
 import tomli_w
 
-from interactive_slurm.base import folders, tomlio
+from interactive_slurm.base import folders, tomlio, values
 from interactive_slurm.base.errors import ConfigError, UsageError
 from interactive_slurm.base.fsutil import check_secure_if_exists, write_private_atomic
 from interactive_slurm.login import profiles
@@ -121,7 +121,7 @@ def set_values(
     name: str, settings: Sequence[str], *, base: str | None = None, now: float | None = None
 ) -> Result:
     """Apply ``KEY=VALUE`` ``settings`` to the user profile ``name`` and write it (see module)."""
-    profiles.check_profile_name(name)
+    values.check_profile_name(name)
     parsed = [parse_setting(text) for text in settings]
     if not parsed:
         raise UsageError("nothing to set: give at least one KEY=VALUE such as gpu.gpus=8")
@@ -129,7 +129,7 @@ def set_values(
     existed = check_secure_if_exists(path) and path.is_file()
     old_text = path.read_text() if existed else None
     if base is not None:
-        profiles.check_profile_name(base)
+        values.check_profile_name(base)
         if existed:
             raise UsageError(f"--from {base}: profile {name!r} already exists ({path}); "
                              "--from only starts a new one")

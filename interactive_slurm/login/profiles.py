@@ -18,21 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interactive_slurm.base import folders, tomlio
+from interactive_slurm.base import defaults, folders, tomlio
 from interactive_slurm.base.errors import ConfigError, UsageError
 from interactive_slurm.base.fsutil import check_secure, check_secure_if_exists
+from interactive_slurm.base.values import (
+    PROFILE_NAME_RE,
+    SLURM_TIME_RE,
+    check_profile_name,
+    format_seconds,
+    parse_duration,
+    time_to_seconds,
+)
 
 KINDS = ("cpu", "gpu")
 SHIPPED_DIR = Path(__file__).parents[1] / "profiles"  # package data, beside the folders
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z", re.ASCII)
-_PROFILE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z", re.ASCII)
 _CONSTRAINT_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.&|,*:\[\]-]{0,255}\Z", re.ASCII)
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./:#@+-]{0,255}\Z", re.ASCII)
 _MEM_RE = re.compile(r"^([1-9][0-9]*)([KMGT]?)\Z", re.IGNORECASE | re.ASCII)
 _SHORT_TIME_RE = re.compile(r"^([1-9][0-9]*)([mhd])\Z", re.ASCII)
-_DURATION_RE = re.compile(r"^([1-9][0-9]*)([smhd])\Z", re.ASCII)
-_SLURM_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?\Z", re.ASCII)
 _EXTRA_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:@+%/=\[\]-]{1,256}\Z", re.ASCII)
 
 #: sbatch options a profile may add through ``extra``; the value flag says whether one is taken.
@@ -57,7 +62,6 @@ _NAME_KEYS = ("partition", "account", "qos", "reservation")
 _SHARED_KEYS = (*_NAME_KEYS, "constraint", "container", "container_runtime", "extra",
                 "idle_timeout")
 #: Values of ``container_runtime`` (unset: the first of these installed on the node).
-CONTAINER_RUNTIMES = ("enroot", "apptainer", "singularity", "charliecloud")
 _TABLE_KEYS = {
     "cpu": ("time", "cpus", "mem", *_SHARED_KEYS),
     "gpu": ("time", "cpus", "mem", "gpus", "gpu_type", *_SHARED_KEYS),
@@ -115,42 +119,6 @@ class Profile:
         return self.cpu if kind == "cpu" else self.gpu
 
 
-def time_to_seconds(value: str) -> int:
-    """Seconds in a Slurm time string (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``)."""
-    m = _SLURM_TIME_RE.match(value)
-    if not m:
-        raise ValueError(f"not a Slurm time: {value!r}")
-    days, first, second, third = m.groups()
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        h, mi, s = int(first), int(second or 0), int(third or 0)
-        return int(days) * 86400 + h * 3600 + mi * 60 + s
-    if third is not None:  # H:M:S
-        return int(first) * 3600 + int(second) * 60 + int(third)
-    if second is not None:  # M:S
-        return int(first) * 60 + int(second)
-    return int(first) * 60  # M
-
-
-def parse_duration(value: str) -> int:
-    """Seconds in a duration: ``"30m"``, ``"2h"``, ``"1d"``, ``"45s"`` or a Slurm time
-    (``"90"`` is minutes, ``"01:30:00"``); ValueError for anything else or zero."""
-    short = _DURATION_RE.match(value)
-    if short:
-        return int(short.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[short.group(2)]
-    seconds = time_to_seconds(value)
-    if seconds <= 0:
-        raise ValueError(f"not a duration: {value!r}")
-    return seconds
-
-
-def format_seconds(seconds: int) -> str:
-    """Canonical Slurm time, ``HH:MM:SS`` or ``D-HH:MM:SS``."""
-    days, rest = divmod(seconds, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return f"{days}-{h:02d}:{m:02d}:{s:02d}" if days else f"{h:02d}:{m:02d}:{s:02d}"
-
-
 class _Where:
     """Formats error messages that name the file, table, key and value."""
 
@@ -173,7 +141,7 @@ def _check_time(w: _Where, value: object) -> str:
                 seconds = time_to_seconds(value)
         except ValueError:
             seconds = 0
-        if seconds > 0 and (short or _SLURM_TIME_RE.match(value)):
+        if seconds > 0 and (short or SLURM_TIME_RE.match(value)):
             return format_seconds(seconds)
     raise w.error(
         "time", value, "expected a Slurm time such as \"08:00:00\", \"1-00:00:00\", \"90\" "
@@ -240,9 +208,9 @@ def _check_optional(w: _Where, key: str, value: object) -> Any:
             "expected an image name or path (letters, digits and _./:#@+- only, no '..')",
         )
     if key == "container_runtime":
-        if value in CONTAINER_RUNTIMES:
+        if value in defaults.CONTAINER_RUNTIMES:
             return value
-        raise w.error(key, value, f"expected one of: {', '.join(CONTAINER_RUNTIMES)}")
+        raise w.error(key, value, f"expected one of: {', '.join(defaults.CONTAINER_RUNTIMES)}")
     if key == "gpu_type":
         return _check_pattern(w, key, value, _NAME_RE, "expected a GRES type such as \"a100\"")
     if key == "idle_timeout":
@@ -311,14 +279,6 @@ def settable_keys(table: str | None) -> tuple[str, ...]:
     return _TABLE_KEYS[table]
 
 
-def check_profile_name(name: str) -> str:
-    if not _PROFILE_NAME_RE.match(name):
-        raise ConfigError(
-            f"invalid profile name {name!r}: use lower-case letters, digits, _ and - (at most 32)"
-        )
-    return name
-
-
 def check_container_option(value: str) -> str:
     """A ``--container`` value from the command line (same rule as the profile key)."""
     if not (_IMAGE_RE.match(value) and ".." not in value):
@@ -337,7 +297,7 @@ def available() -> dict[str, Path]:
             continue
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
-                if _PROFILE_NAME_RE.match(path.stem):
+                if PROFILE_NAME_RE.match(path.stem):
                     found[path.stem] = path
     return found
 

@@ -9,7 +9,6 @@ polls; one-RPC Slurm queries with backoff) showing progress on stderr. Nothing b
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable, TextIO
 
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, locks
 from interactive_slurm.base.config import Config
 from interactive_slurm.base.errors import (
     Aborted,
@@ -39,8 +38,6 @@ from interactive_slurm.connect.fastpath import (
     StaleEndpoint,
     find_and_connect,
     open_connection,
-    report_end,
-    warn_time_left,
 )
 from interactive_slurm.install import installs
 from interactive_slurm.login import profiles, slurm
@@ -71,20 +68,15 @@ def fast_path(req: Request) -> tuple[endpoint.Endpoint, Socket] | None:
 @contextmanager
 def user_lock(err: TextIO | None = None) -> Iterator[None]:
     """The per-user lock of the slow path; says so on ``err`` when it has to wait for it."""
-    path = Path(folders.lock_file())
-    folders.ensure_private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if err is not None:
-                err.write("interactive-slurm: another connection is deciding on a job; waiting\n")
-                err.flush()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    folders.ensure_private_dir(folders.state_dir())
+
+    def say_waiting() -> None:
+        if err is not None:
+            err.write("interactive-slurm: another connection is deciding on a job; waiting\n")
+            err.flush()
+
+    with locks.held(folders.lock_file(), on_wait=say_waiting):
         yield
-    finally:
-        os.close(fd)
 
 
 def matching(jobs: list[slurm.Job], req: Request) -> list[slurm.Job]:
@@ -224,7 +216,6 @@ QUERY_TIMEOUT = 30.0
 #: day, and the check would push a pending job's first minute past 10 RPCs.
 NODE_REASONS = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown",
                 "Nodes_required_for_job_are_DOWN")
-STAT_INTERVAL = POLL_MAX_PENDING  # kept for callers of the old name
 
 
 class _Query:
@@ -500,7 +491,7 @@ def run(
     stdin_fd: int = 0, stdout_fd: int = 1, err: TextIO = sys.stderr,
 ) -> None:
     """The whole ProxyCommand."""
-    from interactive_slurm.connect.splice import splice
+    from interactive_slurm.connect.relay import relay
 
     found = fast_path(req)
     initial = b""
@@ -510,9 +501,5 @@ def run(
         )
     else:
         ep, sock = found
-    warn_time_left(ep, cfg.warn_time_left, err)
-    try:
-        closed = splice(stdin_fd, stdout_fd, sock, initial)
-    finally:
-        sock.close()
-    report_end(ep, err, session_closed=closed)
+    relay(ep, sock, threshold=lambda: float(cfg.warn_time_left), stdin_fd=stdin_fd,
+          stdout_fd=stdout_fd, initial=initial, err=err)

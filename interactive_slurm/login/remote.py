@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, selfcmd
 from interactive_slurm.base.errors import EndpointError, UsageError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.connect import endpoint
@@ -129,12 +128,7 @@ def ensure_known_hosts(runner: Runner) -> str:
 def connect_command(job_id: str) -> str:
     """The ProxyCommand that reaches ``job_id``'s session through its keyhole (this install)."""
     endpoint.check_job_id(job_id)
-    script = os.path.join(os.path.dirname(sys.executable), "interactive-slurm")
-    if os.path.exists(script):
-        command = f"{shlex.quote(script)} connect {job_id}"
-    else:
-        command = f"{shlex.quote(sys.executable)} -I -m interactive_slurm connect {job_id}"
-    return command.replace("%", "%%")  # ssh expands %-tokens in a ProxyCommand
+    return selfcmd.command("connect", job_id).replace("%", "%%")  # ssh expands %-tokens in a ProxyCommand
 
 
 #: ssh options that take a value (``ssh(1)``); the others are flags.

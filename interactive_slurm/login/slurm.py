@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interactive_slurm import __version__
+from interactive_slurm.base import selfcmd
 from interactive_slurm.base.errors import CommandError, SlurmError
 from interactive_slurm.base.runner import Runner, check_result
 
@@ -130,7 +131,7 @@ def render_batch_script(
         profile=profile,
         # -I: isolated from the job's cwd ($HOME) and PYTHON* variables, so a ~/socket.py or
         # ~/platformdirs.py cannot change the session.
-        command=shlex.join([python, "-I", "-m", "interactive_slurm", *args]),
+        command=shlex.join([*selfcmd.module_argv(python), *args]),
     )
 
 

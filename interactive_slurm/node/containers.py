@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
+from interactive_slurm.base import defaults
 from interactive_slurm.base.errors import CommandError, SessionError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.node.imagecache import ImageCache, cache_key
@@ -45,7 +46,7 @@ IMPORT_TIMEOUT = 3600.0
 PROBE_TIMEOUT = 120.0
 
 #: Shown in errors and ``remote list``; also the values of the profile key ``container_runtime``.
-RUNTIME_NAMES = ("enroot", "apptainer", "singularity", "charliecloud")
+RUNTIME_NAMES = defaults.CONTAINER_RUNTIMES
 
 #: The probe run once in the container: sshd present, the ids the container sees, a shell.
 PROBE_SCRIPT = r"""

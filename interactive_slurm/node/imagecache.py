@@ -28,7 +28,6 @@ shared cache the user may only read (one the admins fill, say) serves its comple
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -37,7 +36,7 @@ import stat
 from pathlib import Path
 from typing import Callable
 
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, locks
 from interactive_slurm.base.errors import SessionError
 
 COMPLETE = "complete"
@@ -101,8 +100,8 @@ class ImageCache:
         final = self.root / key
         # Read-only is enough for flock, and lets every member lock a shared entry.
         try:
-            fd = os.open(self.root / f"{key}.lock", os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW,
-                         0o644 if self.shared else 0o600)
+            fd = locks.open_lock(self.root / f"{key}.lock", readonly=True,
+                                 mode=0o644 if self.shared else 0o600)
         except PermissionError:
             if not self.shared:
                 raise
@@ -113,12 +112,8 @@ class ImageCache:
                 return final / "image"
             raise CacheUnusable(f"shared cache {self.root} has no {source} yet and is not "
                                 "writable by you") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log(f"waiting for another job that is preparing {source}")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        waiting = f"waiting for another job that is preparing {source}"
+        with locks.hold(fd, on_wait=lambda: log(waiting)):
             if (final / COMPLETE).is_file():
                 self._check_entry(final)
                 return final / "image"
@@ -141,8 +136,6 @@ class ImageCache:
                 remove(tmp)
                 raise
             return final / "image"
-        finally:
-            os.close(fd)
 
     def _check_entry(self, final: Path) -> None:
         """A shared entry is used only if nobody but its maker (or root) can change it."""

@@ -17,7 +17,7 @@ import pytest
 import interactive_slurm
 from interactive_slurm import entry
 from interactive_slurm.base import folders
-from interactive_slurm.connect import endpoint, fastpath
+from interactive_slurm.connect import endpoint, relay, reuse
 from interactive_slurm.login import proxy
 
 from . import keyholes
@@ -41,13 +41,13 @@ from . import keyholes
     ],
 )
 def test_parse_proxy_args(args: list[str], expected: object) -> None:
-    assert entry.parse_proxy_args(args) == expected
+    assert reuse.parse_proxy_args(args) == expected
 
 
 def test_fast_path_imports_neither_click_nor_the_slurm_layer() -> None:
     code = (
-        "import sys; from interactive_slurm import entry;"
-        "entry.fast_socket('cpu', 'default', '');"
+        "import sys; from interactive_slurm.connect import reuse;"
+        "reuse.fast_socket('cpu', 'default', '');"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('click', 'git', 'asyncssh')"
         " or m.startswith(('interactive_slurm.login', 'interactive_slurm.cli',"
         " 'interactive_slurm.install.updater', 'tomllib'))))"
@@ -68,7 +68,9 @@ FAST_PATH_MODULES = {
     "interactive_slurm.connect", "interactive_slurm.connect.configcache",
     "interactive_slurm.connect.endpoint", "interactive_slurm.connect.fastjson",
     "interactive_slurm.connect.fastpath", "interactive_slurm.connect.keyhole",
-    "interactive_slurm.connect.splice",
+    "interactive_slurm.connect.relay", "interactive_slurm.connect.reuse",
+    "interactive_slurm.connect.splice", "interactive_slurm.base.defaults",
+    "interactive_slurm.install", "interactive_slurm.install.autocheck",
 }
 
 
@@ -85,8 +87,10 @@ def test_fast_path_import_budget(home: Path) -> None:
         site = os.path.dirname(os.path.dirname(interactive_slurm.__file__))
         code = (
             "import sys; before = set(sys.modules); sys.path.append(sys.argv[1]);"
-            "from interactive_slurm import entry; from interactive_slurm.connect import splice;"
-            "ep, sock = entry.fast_socket('cpu', None, ''); splice.choose(0, 1);"
+            "from interactive_slurm import entry; from interactive_slurm.connect import reuse, relay;"
+            "from interactive_slurm.install import autocheck;"
+            "ep, sock = reuse.fast_socket('cpu', None, ''); relay.splice.__name__;"
+            "autocheck.due(0.0); reuse.warn_threshold();"
             "print(ep.job_id, sorted(set(sys.modules) - before))"
         )
         out = subprocess.run([sys.executable, "-IS", "-c", code, site], capture_output=True,
@@ -152,7 +156,7 @@ def test_a_stopping_session_that_closed_first_gets_a_moment_to_leave_its_note() 
     endpoint.remove("41")  # the session withdrew its record: it is stopping
     err = io.StringIO()
     writer = _leave_note_later("41", 0.6)
-    fastpath.report_end(ep, err, session_closed=True, wait=5.0, grace=0.1)
+    relay.report_end(ep, err, session_closed=True, wait=5.0, grace=0.1)
     writer.join()
     assert err.getvalue() == "interactive-slurm: session ended: job 41 was cancelled\n"
 
@@ -161,7 +165,7 @@ def test_a_session_still_published_gets_only_the_grace() -> None:
     ep = _record("44")  # e.g. an sshd that failed: the session goes on
     err = io.StringIO()
     start = time.monotonic()
-    fastpath.report_end(ep, err, session_closed=True, wait=5.0, grace=0.2)
+    relay.report_end(ep, err, session_closed=True, wait=5.0, grace=0.2)
     assert 0.2 <= time.monotonic() - start < 2.0
     assert err.getvalue() == ""
 
@@ -172,7 +176,7 @@ def test_when_ssh_hung_up_first_nothing_waits_for_a_note() -> None:
     err = io.StringIO()
     writer = _leave_note_later("42", 0.5)
     start = time.monotonic()
-    fastpath.report_end(ep, err, session_closed=False, wait=5.0)
+    relay.report_end(ep, err, session_closed=False, wait=5.0)
     assert time.monotonic() - start < 0.3
     assert err.getvalue() == ""
     writer.join()
@@ -183,7 +187,7 @@ def test_the_wait_for_a_note_is_bounded() -> None:
     endpoint.remove("43")
     err = io.StringIO()
     start = time.monotonic()
-    fastpath.report_end(ep, err, session_closed=True, wait=0.3, grace=0.0)
+    relay.report_end(ep, err, session_closed=True, wait=0.3, grace=0.0)
     assert 0.3 <= time.monotonic() - start < 2.0
     assert err.getvalue() == ""
 
@@ -191,8 +195,8 @@ def test_the_wait_for_a_note_is_bounded() -> None:
 def _config_in_a_fresh_process() -> tuple[str, bool]:
     """default_profile() and warn_threshold() as the fast path runs them, and whether that
     loaded the config module (tomllib, dataclasses: ~35 ms)."""
-    code = ("import sys; from interactive_slurm import entry;"
-            "print(entry.default_profile(), entry.warn_threshold(),"
+    code = ("import sys; from interactive_slurm.connect import reuse;"
+            "print(reuse.default_profile(), reuse.warn_threshold(),"
             " 'interactive_slurm.base.config' in sys.modules)")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ}).stdout.split()
@@ -210,13 +214,7 @@ def test_the_fast_path_keeps_config_values_while_config_toml_stays_the_same(home
     assert _config_in_a_fresh_process() == ("gpuwork 1800.0", True)
     assert _config_in_a_fresh_process() == ("gpuwork 1800.0", False)
     config_file.write_text('default_profile = "../x"\n')  # and checked again
-    code = "from interactive_slurm import entry; entry.default_profile()"
+    code = "from interactive_slurm.connect import reuse; reuse.default_profile()"
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                             env={**os.environ})
     assert result.returncode != 0 and "default_profile" in result.stderr
-
-
-def test_the_fast_paths_default_warning_time_is_configs() -> None:
-    from interactive_slurm.base import config
-
-    assert entry.DEFAULT_WARN_TIME_LEFT == config.DEFAULT_WARN_TIME_LEFT

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, values
 from interactive_slurm.base.errors import ConfigError
 from interactive_slurm.login import profiles
 from interactive_slurm.login.profiles import Resources
@@ -82,13 +82,13 @@ def test_resources_rejects_an_unknown_kind() -> None:
     ],
 )
 def test_time_to_seconds(text: str, seconds: int) -> None:
-    assert profiles.time_to_seconds(text) == seconds
+    assert values.time_to_seconds(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "1:2:3:4", "8h", "1-", "-1", "1:2:3-4"])
 def test_time_to_seconds_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a Slurm time"):
-        profiles.time_to_seconds(text)
+        values.time_to_seconds(text)
 
 
 @pytest.mark.parametrize(
@@ -103,8 +103,8 @@ def test_time_to_seconds_rejects(text: str) -> None:
     ],
 )
 def test_format_seconds(seconds: int, text: str) -> None:
-    assert profiles.format_seconds(seconds) == text
-    assert profiles.time_to_seconds(text) == seconds
+    assert values.format_seconds(seconds) == text
+    assert values.time_to_seconds(text) == seconds
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_profile_time_is_normalised(value: str, canonical: str) -> None:
     data["cpu"]["time"] = value
     prof = profiles.parse_profile("t", data, Path("/p/t.toml"))
     assert prof.cpu.time == canonical
-    assert prof.cpu.time_seconds == profiles.time_to_seconds(canonical)
+    assert prof.cpu.time_seconds == values.time_to_seconds(canonical)
 
 
 # ----------------------------------------------------------------------------- bad values
@@ -280,14 +280,14 @@ def test_unknown_profile_lists_the_available_ones() -> None:
 @pytest.mark.parametrize("name", ["../x", "A B", "Default", "", "-x", "a/b", "x" * 33])
 def test_invalid_profile_names_are_rejected(name: str) -> None:
     with pytest.raises(ConfigError, match="invalid profile name"):
-        profiles.check_profile_name(name)
+        values.check_profile_name(name)
     with pytest.raises(ConfigError, match="invalid profile name"):
         profiles.load(name)
 
 
 def test_profile_name_with_trailing_newline_is_rejected() -> None:
     with pytest.raises(ConfigError, match="invalid profile name"):
-        profiles.check_profile_name("default\n")
+        values.check_profile_name("default\n")
 
 
 # --------------------------------------------------------------------------- sbatch options

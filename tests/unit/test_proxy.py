@@ -637,7 +637,7 @@ def test_the_record_is_seen_within_milliseconds_once_the_job_log_appears(
 
 
 def test_time_left_warning_from_the_record_alone() -> None:
-    from interactive_slurm.connect.fastpath import time_left_warning
+    from interactive_slurm.connect.relay import time_left_warning
 
     ep = endpoint.Endpoint(job_id="7", kind="cpu", profile="default", host="n", port=2,
                            host_key="k", session_pid=1, started_at=0.0, secret="0" * 64,

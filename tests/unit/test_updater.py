@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm import entry
 from interactive_slurm.base import config, folders
 from interactive_slurm.base.config import UpdateConfig
 from interactive_slurm.base.errors import ConfigError, UpdateError
 from interactive_slurm.cli import main as cli
-from interactive_slurm.install import installs, updater, wheelbuild
+from interactive_slurm.install import autocheck, installs, updater, wheelbuild
 from interactive_slurm.login import slurm
 from interactive_slurm.login.slurm import Job
 
@@ -321,7 +320,7 @@ def test_job_meta_carries_the_install() -> None:
 
 def test_no_check_outside_a_versioned_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
-    assert not entry.update_check_due(time.time())
+    assert not autocheck.due(time.time())
 
 
 def test_check_due_by_the_stamp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -329,11 +328,11 @@ def test_check_due_by_the_stamp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     prefix.mkdir(parents=True)
     monkeypatch.setattr(sys, "prefix", str(prefix))
     now = time.time()
-    assert entry.update_check_due(now)  # never checked
+    assert autocheck.due(now)  # never checked
     due = updater.postpone(24, now=now)
     assert due == now + 24 * 3600
-    assert not entry.update_check_due(now)
-    assert entry.update_check_due(due + 1)
+    assert not autocheck.due(now)
+    assert autocheck.due(due + 1)
 
 
 def test_auto_check_off_without_a_url_writes_the_stamp_and_fetches_nothing(tmp_path: Path) -> None:

@@ -1,0 +1,133 @@
+"""The proxy's reuse path: answer a plain ``proxy KIND`` from the endpoint records alone.
+
+``ssh`` starts a proxy for every connection (VS Code opens several at once), so reusing a live
+session must be quick: nothing here imports click, the Slurm layer or config.toml's parser, and
+a test keeps the whole path to the splice within a short list of modules
+(tests/unit/test_entry.py). Anything unusual (other options, ``--help``, no live session) is
+left to the full CLI, which validates every value and takes the slow path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from interactive_slurm.base import defaults, folders
+from interactive_slurm.base.errors import InteractiveSlurmError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the fast path ~3 ms
+if TYPE_CHECKING:
+    from _socket import socket as Socket
+
+    from interactive_slurm.connect.endpoint import Endpoint
+
+_OPTIONS = ("--profile", "--container", "--timeout")
+
+
+def parse_proxy_args(args: list[str]) -> tuple[str, str | None, str] | None:
+    """(kind, profile or None, container) of a plain proxy call; None for anything unusual."""
+    if not args or args[0] not in ("cpu", "gpu"):
+        return None
+    kind, profile, container = args[0], None, ""
+    rest = list(args[1:])
+    while rest:
+        name, eq, value = rest.pop(0).partition("=")
+        if name not in _OPTIONS:
+            return None
+        if not eq:
+            if not rest:
+                return None
+            value = rest.pop(0)
+        if name == "--profile":
+            profile = value
+        elif name == "--container":
+            container = value
+        elif not _is_seconds(value):  # --timeout abc: the full CLI says what is wrong
+            return None
+    return kind, profile, container
+
+
+def _is_seconds(value: str) -> bool:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return False
+    return 0 < seconds < float("inf")
+
+
+def default_profile() -> str:
+    path = folders.config_file()
+    if not os.path.exists(path):
+        return "default"
+    from interactive_slurm.connect import configcache
+
+    return configcache.load(path)[0]
+
+
+def warn_threshold() -> float:
+    """``warn_time_left`` from config.toml; reads the file only when there is one."""
+    path = folders.config_file()
+    if not os.path.exists(path):
+        return float(defaults.WARN_TIME_LEFT)
+    from interactive_slurm.connect import configcache
+
+    try:
+        return configcache.load(path)[1]
+    except InteractiveSlurmError:
+        return float(defaults.WARN_TIME_LEFT)
+
+
+def fast_socket(kind: str, profile: str | None, container: str) -> tuple[Endpoint, Socket] | None:
+    """A keyhole-checked connection to a live session of this kind/profile, from endpoint
+    records alone; stale records met on the way are dropped (one line each on stderr)."""
+    from interactive_slurm.connect.fastpath import find_and_connect
+
+    return find_and_connect(kind, profile or default_profile(), container)
+
+
+def proxy(args: list[str]) -> bool:
+    """Serve ``proxy ARGS`` from a live session; False when the full CLI must take over."""
+    request = parse_proxy_args(args)
+    if request is None:
+        return False
+    try:
+        found = fast_socket(*request)
+    except InteractiveSlurmError:
+        return False  # e.g. a bad config.toml: the full CLI reports it
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if found is None:
+        return False
+    from interactive_slurm.connect.relay import relay
+
+    relay(*found, threshold=warn_threshold)
+    return True
+
+
+def connect(args: list[str]) -> None:
+    """``interactive-slurm connect JOBID``: the ProxyCommand of ``remote ssh``/``gpuswap``.
+
+    Keyhole + relay for one job's record; no Slurm, no slow path.
+    """
+    from interactive_slurm.connect import endpoint, fastpath
+
+    try:
+        if len(args) != 1:
+            raise InteractiveSlurmError("usage: interactive-slurm connect JOBID")
+        try:
+            ep = endpoint.read_job(args[0])
+        except PermissionError as exc:
+            raise InteractiveSlurmError(f"job {args[0]}'s record is not yours to read") from exc
+        if ep is None:
+            raise InteractiveSlurmError(f"job {args[0]} has no running session")
+        try:
+            sock = fastpath.open_connection(ep)
+        except fastpath.StaleEndpoint as exc:
+            fastpath.drop(ep, str(exc))
+            raise InteractiveSlurmError(f"job {args[0]}'s session does not answer") from exc
+    except InteractiveSlurmError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    from interactive_slurm.connect.relay import relay
+
+    relay(ep, sock, threshold=warn_threshold)
