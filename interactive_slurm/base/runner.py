@@ -12,7 +12,7 @@ import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import Protocol
 
 from interactive_slurm.base.errors import CommandError
 
@@ -92,21 +92,6 @@ class SubprocessRunner:
             raise CommandError(f"could not run {describe(argv)}: {exc}") from exc
         result = Result(argv, proc.returncode, proc.stdout, proc.stderr)
         return check_result(result) if check else result
-
-
-def spawn(
-    argv: Sequence[str],
-    *,
-    stdout: IO[bytes] | int | None = None,
-    stderr: IO[bytes] | int | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running process (the session's sshd) and return its handle."""
-    try:
-        return subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
-        )
-    except OSError as exc:
-        raise CommandError(f"could not start {describe(argv)}: {exc}") from exc
 
 
 def exec_replace(argv: Sequence[str]) -> None:
