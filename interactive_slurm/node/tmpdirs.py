@@ -1,10 +1,15 @@
 """The session's temp dir: a safe base folder, and leftovers of killed sessions swept away.
 
 ``$TMPDIR`` is used only when it is a folder that is the user's and not writable by others, or a
-sticky world-writable folder of root's such as ``/tmp``; otherwise the session falls back to
-``/tmp`` and says so in the job log. A SIGKILLed session (a node crash, ``scancel -s KILL``)
-cannot remove its temp dir, which holds the job's host key: each new session removes this user's
-``interactive-slurm-<job>-*`` folders in that base whose job has left the queue.
+sticky world-writable folder of root's such as ``/tmp``, and every folder above it is the
+user's or root's and writable by nobody else unless sticky (sshd's ``secure_path``: ``sshd -i``
+reads its config and host key from the temp dir on every connection, so a member of a
+group-writable lab folder above it must not be able to rename the user's folder away and plant
+her own); otherwise the session falls back to ``/tmp`` and says so in the job log.
+
+A SIGKILLed session (a node crash, ``scancel -s KILL``) cannot remove its temp dir, which holds
+the job's host key: each new session removes this user's ``interactive-slurm-<job>-*`` folders
+in that base whose job has left the queue.
 """
 
 from __future__ import annotations
@@ -44,17 +49,38 @@ def unsafe_reason(folder: str) -> str | None:
     return f"owned by uid {st.st_uid}, not by you, and not a sticky folder like /tmp"
 
 
+def unsafe_ancestor(folder: str) -> str | None:
+    """Why a folder above ``folder`` (a resolved path) lets someone else swap it; None: none."""
+    probe, uid = folder, os.getuid()
+    while os.path.dirname(probe) != probe:
+        below, probe = probe, os.path.dirname(probe)
+        try:
+            st = os.stat(probe)
+        except OSError as exc:
+            return f"the folder {probe} above it: {exc.strerror or exc}"
+        if st.st_uid not in (0, uid):
+            return (f"the folder {probe} above it is owned by uid {st.st_uid}, who could "
+                    f"rename {below} away")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            return (f"the folder {probe} above it is writable by group or others without the "
+                    f"sticky bit (mode {stat.S_IMODE(st.st_mode):04o}), so they could rename "
+                    f"{below} away")
+    return None
+
+
 def base_dir(env: Mapping[str, str], say: Callable[[str], None]) -> str:
-    """``$TMPDIR`` when it is safe, else ``/tmp`` (with a line in the job log)."""
+    """``$TMPDIR`` (resolved) when it and every folder above it are safe, else ``/tmp`` (with a
+    line in the job log)."""
     tmp = env.get("TMPDIR", "")
     if not tmp:
         return FALLBACK
+    real = os.path.realpath(tmp)
     if not os.path.isabs(tmp):
         reason: str | None = "not an absolute path"
     else:
-        reason = unsafe_reason(tmp)
+        reason = unsafe_reason(real) or unsafe_ancestor(real)
     if reason is None:
-        return tmp
+        return real
     say(f"TMPDIR={tmp} is not safe for the session's host key ({reason}); using {FALLBACK}")
     return FALLBACK
 

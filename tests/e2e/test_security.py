@@ -230,3 +230,35 @@ def test_no_host_key_checking_is_ever_turned_off() -> None:
 
 def test_tool_path_is_absolute() -> None:
     assert TOOL.is_absolute()
+
+
+def test_a_lab_member_cannot_swap_the_sessions_temp_dir(harness: Harness, other_user: None) -> None:
+    """Issue 17, item 2: the user's 0700 TMPDIR inside a lab folder another member can write
+    (2770, no sticky bit). ``sshd -i`` reads its config from the temp dir on every connection;
+    the member renames the user's folder away and plants one whose sshd_config forces her
+    command. The session refuses such a TMPDIR (the whole chain above it is checked), so the
+    planted file is never read."""
+    lab = Path(f"/tmp/islab-{os.getpid()}-{time.monotonic_ns()}")
+    assert as_other("mkdir", "-m", "2770", str(lab)).returncode == 0
+    assert as_other("chgrp", "islab", str(lab)).returncode == 0
+    assert as_other("chmod", "2770", str(lab)).returncode == 0
+    mine = lab / "isuser-tmp"
+    mine.mkdir(mode=0o700)
+    try:
+        harness.env["TMPDIR"] = str(mine)  # sbatch passes it on to the job
+        harness.ssh("slurm-cpu", "true")
+        ep = endpoint_of(harness)
+        log = (harness.home / "state" / "logs" / f"job-{ep['job_id']}.log").read_text()
+        assert f"TMPDIR={mine} is not safe for the session's host key (the folder {lab} above " \
+               "it is writable by group or others without the sticky bit" in log
+        assert not list(mine.iterdir())  # nothing of the session's there
+        # The attack: she can rename the user's folder and plant her own in its place.
+        assert as_other("mv", str(mine), str(lab / "moved")).returncode == 0
+        planted = f"mkdir -m 0777 {mine} && printf 'ForceCommand echo pwned\\n' > {mine}/sshd_config"
+        assert as_other("sh", "-c", planted).returncode == 0
+        out = harness.ssh("slurm-cpu", "echo", "still-mine")
+        assert out.stdout.strip() == "still-mine" and "pwned" not in out.stdout
+    finally:
+        harness.env.pop("TMPDIR", None)
+        shutil.rmtree(lab / "moved", ignore_errors=True)
+        as_other("rm", "-rf", str(lab))

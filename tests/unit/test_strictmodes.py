@@ -308,6 +308,30 @@ def test_under_umask_000_nothing_made_is_writable_by_others(
 
 # --- $TMPDIR and leftover session temp dirs -----------------------------------------------------
 
+def test_tmpdir_inside_a_folder_others_can_write_is_not_used(tmp_path: Path) -> None:
+    """A 0700 TMPDIR of the user's inside a group-writable lab folder without the sticky bit:
+    another member could rename it away while the session runs and plant an sshd_config
+    (issue 17, item 2). The whole chain above it is checked, as sshd's secure_path does."""
+    said: list[str] = []
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    mine = lab / "alice-tmp"
+    mine.mkdir(mode=0o700)
+    os.chmod(lab, 0o2770)
+    assert tmpdirs.base_dir({"TMPDIR": str(mine)}, said.append) == "/tmp"
+    assert said == [
+        f"TMPDIR={mine} is not safe for the session's host key (the folder {lab} above it is "
+        f"writable by group or others without the sticky bit (mode 2770), so they could rename "
+        f"{mine} away); using /tmp"
+    ]
+    os.chmod(lab, 0o3770)  # sticky: members cannot rename what is not theirs
+    assert tmpdirs.base_dir({"TMPDIR": str(mine)}, said.append) == str(mine)
+    os.chmod(lab, 0o755)
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    assert tmpdirs.base_dir({"TMPDIR": str(link)}, said.append) == str(mine)  # resolved once
+
+
 def test_tmpdir_is_used_only_when_safe(tmp_path: Path) -> None:
     said: list[str] = []
     mine = tmp_path / "mine"
