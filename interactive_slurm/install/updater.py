@@ -67,6 +67,12 @@ def version_key(version: str) -> tuple[int, ...] | None:
     return (int(major), int(minor), int(patch), rank, int(num or 0))
 
 
+#: Bounds of a release's source tree (this tool's is well under 1 MiB): a hostile or mistaken
+#: update source must not exhaust the memory of the login node.
+MAX_FILE_BYTES = 8 << 20
+MAX_TREE_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class Release:
     tag: str
@@ -106,6 +112,20 @@ def is_newer(candidate: str, installed: str | None) -> bool:
 
 # --- the git source -----------------------------------------------------------------------------
 
+def git_reason(stderr: str, status: object) -> str:
+    """The line of git's stderr that says what is wrong: its first ``fatal:``/``error:`` line
+    (the lines after it are generic advice, such as "...and the repository exists."), else its
+    last line, else the exit status."""
+    lines = [ln.strip() for ln in stderr.strip().strip("'").splitlines() if ln.strip()]
+    # GitPython's str(stderr) is "  stderr: '<git's stderr>'".
+    lines = [ln[len("stderr: "):].lstrip().removeprefix("'") if ln.startswith("stderr: ") else ln
+             for ln in lines]
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else f"git exited {status}"
+
+
 class Source:
     """The update source: a bare clone (``cache``) of ``url`` with its tags and branches."""
 
@@ -133,9 +153,8 @@ class Source:
                            "+refs/tags/*:refs/tags/*", "+refs/heads/*:refs/remotes/origin/*",
                            kill_after_timeout=FETCH_TIMEOUT)
         except git.GitCommandError as exc:
-            lines = [ln for ln in str(exc.stderr).strip().strip("'").splitlines() if ln.strip()]
-            detail = lines[-1].strip() if lines else f"git exited {exc.status}"
-            raise UpdateError(f"cannot fetch {self.url}: {detail}") from exc
+            raise UpdateError(f"cannot fetch {self.url}: {git_reason(str(exc.stderr), exc.status)}") \
+                from exc
         except git.GitError as exc:
             raise UpdateError(f"cannot fetch {self.url}: {exc}") from exc
 
@@ -156,13 +175,25 @@ class Source:
         raise UpdateError(f"{ref!r} is not a tag, branch or commit of {self.url}")
 
     def files(self, commit: str) -> dict[str, bytes]:
-        """The regular files of a commit's tree (path -> bytes); symlinks are left out."""
+        """The regular files of a commit's tree (path -> bytes); symlinks are left out.
+
+        A release is a small source tree: a file over :data:`MAX_FILE_BYTES` or a tree over
+        :data:`MAX_TREE_BYTES` is refused by its size in the tree, before any of it is read.
+        """
         tree = self._repo().commit(commit).tree
-        out: dict[str, bytes] = {}
-        for item in tree.traverse():
-            if isinstance(item, git.Blob) and item.mode & 0o170000 == 0o100000:
-                out[str(item.path)] = item.data_stream.read()
-        return out
+        blobs = [item for item in tree.traverse()
+                 if isinstance(item, git.Blob) and item.mode & 0o170000 == 0o100000]
+        total = 0
+        for blob in blobs:
+            total += blob.size
+            if blob.size > MAX_FILE_BYTES or total > MAX_TREE_BYTES:
+                raise UpdateError(
+                    f"commit {commit[:12]} of {self.url} is not a release of this tool: "
+                    + (f"{blob.path} has {blob.size} bytes (at most {MAX_FILE_BYTES})"
+                       if blob.size > MAX_FILE_BYTES
+                       else f"its files add up to more than {MAX_TREE_BYTES} bytes")
+                )
+        return {str(blob.path): blob.data_stream.read() for blob in blobs}
 
 
 # --- state: held versions, the interval stamp ---------------------------------------------------

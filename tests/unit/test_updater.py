@@ -384,3 +384,51 @@ def test_self_check_passes_on_this_tree() -> None:
     result = CliRunner().invoke(cli.cli, ["self-check"], catch_exceptions=False)
     assert result.exit_code == 0
     assert result.output.splitlines()[-1] == "ok session: sshd_config (dry run)"
+
+
+# --- what git says, and what a release may weigh ------------------------------------------------
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("fatal: '/nope' does not appear to be a git repository\nfatal: Could not read from remote "
+     "repository.\n\nPlease make sure you have the correct access rights\nand the repository "
+     "exists.\n", "fatal: '/nope' does not appear to be a git repository"),
+    ("  stderr: 'fatal: detected dubious ownership in repository at '/srv/x.git'\nTo add an "
+     "exception for this directory, call:\n\n\tgit config --global --add safe.directory "
+     "/srv/x.git'", "fatal: detected dubious ownership in repository at '/srv/x.git'"),
+    ("warning: something\nlast words\n", "last words"),
+    ("", "git exited 128"),
+])
+def test_git_reason_is_the_line_that_names_the_problem(stderr: str, expected: str) -> None:
+    assert updater.git_reason(stderr, 128) == expected
+
+
+def _repo_with(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    import subprocess
+
+    repo = tmp_path / "src"
+    repo.mkdir()
+    for name, data in files.items():
+        (repo / name).write_bytes(data)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "r"], check=True)
+    subprocess.run([*git, "tag", "v9.0.0"], check=True)
+    return repo
+
+
+def test_a_release_with_a_huge_file_is_refused_before_it_is_read(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(updater, "MAX_FILE_BYTES", 1000)
+    repo = _repo_with(tmp_path, {"small.py": b"x = 1\n", "huge.bin": b"\0" * 5000})
+    source = updater.Source(str(repo), tmp_path / "cache.git")
+    source.fetch()
+    commit = source._repo().commit("v9.0.0").hexsha
+    with pytest.raises(UpdateError, match=r"huge.bin has 5000 bytes \(at most 1000\)"):
+        source.files(commit)
+    monkeypatch.setattr(updater, "MAX_FILE_BYTES", 10_000)
+    monkeypatch.setattr(updater, "MAX_TREE_BYTES", 4000)
+    with pytest.raises(UpdateError, match="add up to more than 4000 bytes"):
+        source.files(commit)
+    monkeypatch.setattr(updater, "MAX_TREE_BYTES", 10_000)
+    assert source.files(commit) == {"small.py": b"x = 1\n", "huge.bin": b"\0" * 5000}
