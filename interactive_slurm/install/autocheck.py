@@ -22,13 +22,24 @@ LOG_LIMIT = 256 * 1024
 
 
 def due(now: float) -> bool:
-    """Whether this install should start the automatic update check now (one stat)."""
+    """Whether this install should start the automatic update check now (two stats).
+
+    Due when the stamp's time has come, or when config.toml changed after the stamp was last
+    set (its ctime): adding ``[update] url`` must not wait out the interval of a check that
+    found none.
+    """
     if os.path.basename(os.path.dirname(os.path.realpath(sys.prefix))) != "versions":
         return False  # not a versioned install: nothing to update
     try:
-        return os.stat(os.path.join(folders.update_dir(), "next-check")).st_mtime <= now
+        stamp = os.stat(os.path.join(folders.update_dir(), "next-check"))
     except FileNotFoundError:
         return True
+    except OSError:
+        return False
+    if stamp.st_mtime <= now:
+        return True
+    try:
+        return os.stat(folders.config_file()).st_mtime > stamp.st_ctime
     except OSError:
         return False
 

@@ -335,6 +335,25 @@ def test_check_due_by_the_stamp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert autocheck.due(due + 1)
 
 
+def test_check_due_again_once_config_toml_changes(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path, home: Path) -> None:
+    """Issue 20: a check without a url set the stamp a day out; adding [update] url to
+    config.toml afterwards makes the next proxy start a check."""
+    prefix = tmp_path / "root" / "versions" / "0.1.0-a"
+    prefix.mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    config_file = Path(folders.config_file())
+    config_file.parent.mkdir(parents=True, mode=0o700)
+    config_file.write_text("")
+    os.utime(config_file, (time.time() - 60, time.time() - 60))
+    now = time.time()
+    updater.postpone(24, now=now)
+    assert not autocheck.due(now)
+    config_file.write_text('[update]\nurl = "https://example.org/x.git"\n')
+    os.utime(config_file, (now + 5, now + 5))
+    assert autocheck.due(now)
+
+
 def test_auto_check_off_without_a_url_writes_the_stamp_and_fetches_nothing(tmp_path: Path) -> None:
     said: list[str] = []
     assert updater.auto_check(FakeRunner(), tmp_path / "root", said.append) == 0
