@@ -40,7 +40,7 @@ from typing import Callable, ClassVar
 from interactive_slurm.base import defaults
 from interactive_slurm.base.errors import CommandError, SessionError
 from interactive_slurm.base.runner import Runner
-from interactive_slurm.node.imagecache import ImageCache, cache_key
+from interactive_slurm.node.imagecache import CacheUnusable, ImageCache, cache_key
 
 IMPORT_TIMEOUT = 3600.0
 PROBE_TIMEOUT = 120.0
@@ -307,10 +307,12 @@ class Charliecloud(Runtime):
             try:
                 (runnable / path.relative_to("/")).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise SessionError(
-                    f"cannot make the mount point {path} in the image {runnable}: "
-                    f"{exc.strerror or exc}"
-                ) from exc
+                why = (f"cannot make the mount point {path} in the image {runnable}: "
+                       f"{exc.strerror or exc}")
+                if isinstance(exc, PermissionError) and runnable.stat().st_uid != os.getuid():
+                    # Another member's entry of a shared cache: the image goes to our own cache.
+                    raise CacheUnusable(why) from exc
+                raise SessionError(why) from exc
         return str(runnable)
 
     def prefix(self, target: str, binds: Sequence[tuple[Path, str]], needs: Needs) -> list[str]:

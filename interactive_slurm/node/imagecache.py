@@ -11,8 +11,9 @@ Layout (per user by default: ``<cache dir>/images``)::
       <key>/complete        written last, before the rename: an entry without it is half-made
 
 ``key`` is a digest of the runtime and the image's identity: a registry reference as written; a
-file by its real path, size and modification time, so a changed file is prepared again without
-reading gigabytes to hash them. Two jobs starting at once take the same lock: one builds under a
+file by its content (SHA-256, computed once per version of the file and remembered in the user's
+own cache), so a changed file is prepared again and nobody can name the entry of a file they
+cannot read. Two jobs starting at once take the same lock: one builds under a
 temp name and renames it into place, the other waits and then uses it.
 
 **A shared cache** (``image_cache`` in config.toml, e.g. a lab's project folder) is the same
@@ -21,8 +22,10 @@ members. Using one means trusting whoever can write there, so the folder must ex
 never makes it), must not be writable by others, and if its group may write it must have the
 sticky bit (``chmod 1770``/``3770``: members cannot remove or rename each other's entries).
 Entries are made readable by the group (0755 folders) and an entry that its group or others
-could change is never used. What the user cannot fix there (another member's half-made entry)
-raises :class:`CacheUnusable`, and the session prepares the image in the user's own cache. A
+could change is never used. What the user cannot fix there (another member's half-made entry, an
+entry of hers that needs a mount point only she can make, a lock that is not a plain file or is
+held longer than :data:`SHARED_LOCK_WAIT`) raises :class:`CacheUnusable`, and the session
+prepares the image in the user's own cache. A
 shared cache the user may only read (one the admins fill, say) serves its complete entries.
 """
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import stat
@@ -37,9 +41,13 @@ from pathlib import Path
 from typing import Callable
 
 from interactive_slurm.base import folders, locks
-from interactive_slurm.base.errors import SessionError
+from interactive_slurm.base.errors import InteractiveSlurmError, LockTimeout, SessionError
+from interactive_slurm.base.fsutil import write_private_atomic
 
 COMPLETE = "complete"
+#: How long a session waits for another member's lock on a shared entry before it prepares the
+#: image in the user's own cache (a member could hold the lock for ever).
+SHARED_LOCK_WAIT = 600.0
 
 
 class CacheUnusable(SessionError):
@@ -68,17 +76,53 @@ def check_shared_root(root: Path) -> None:
 
 
 def cache_key(runtime: str, image: str) -> str:
-    """A stable digest naming the cache entry of ``image`` as prepared by ``runtime``."""
+    """A stable digest naming the cache entry of ``image`` as prepared by ``runtime``.
+
+    A registry reference is named as written. A file is named by its content (SHA-256), so a
+    member of a shared cache cannot work out the entry of an image she cannot read and plant
+    her own under that name; the digest is computed once per file version and remembered in
+    the user's own cache (see :func:`content_digest`).
+    """
     identity = image
     if image.startswith("/"):
         real = os.path.realpath(image)
         try:
-            st = os.stat(real)
-            identity = f"{real}\0{st.st_size}\0{st.st_mtime_ns}"
+            identity = f"sha256:{content_digest(real)}"
         except OSError:
             identity = real
     digest = hashlib.sha256(f"{runtime}\0{identity}".encode()).hexdigest()[:24]
     return f"{runtime}-{digest}"
+
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+def content_digest(real: str) -> str:
+    """SHA-256 of the file ``real``, remembered in ``<own cache>/digests`` under the file's
+    identity (path, device, inode, size, mtime), so an unchanged file is read once. OSError
+    when the file cannot be read."""
+    st = os.stat(real)
+    if not stat.S_ISREG(st.st_mode):
+        return hashlib.sha256(real.encode()).hexdigest()  # a folder image: used where it is
+    version = f"{real}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}"
+    memo = Path(folders.image_cache_dir()) / "digests" / hashlib.sha256(version.encode()).hexdigest()
+    try:
+        known = memo.read_text().strip()
+    except OSError:
+        known = ""
+    if _HEX64.match(known):
+        return known
+    h = hashlib.sha256()
+    with open(real, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    try:
+        folders.ensure_private_dir(memo.parent)
+        write_private_atomic(memo, digest + "\n")
+    except InteractiveSlurmError:
+        pass  # not remembered: computed again next time
+    return digest
 
 
 class ImageCache:
@@ -102,9 +146,12 @@ class ImageCache:
         try:
             fd = locks.open_lock(self.root / f"{key}.lock", readonly=True,
                                  mode=0o644 if self.shared else 0o600)
-        except PermissionError:
+        except (OSError, InteractiveSlurmError) as exc:
             if not self.shared:
                 raise
+            if not isinstance(exc, PermissionError):  # a link, a FIFO, ...: planted by someone
+                raise CacheUnusable(f"shared cache {self.root}: the lock of {source} is not a "
+                                    f"plain file ({exc}); not using it") from exc
             # A shared cache this user may only read (an admins' one, say): a complete entry
             # is used as it is (entries never change once renamed into place).
             if (final / COMPLETE).is_file():
@@ -113,29 +160,39 @@ class ImageCache:
             raise CacheUnusable(f"shared cache {self.root} has no {source} yet and is not "
                                 "writable by you") from None
         waiting = f"waiting for another job that is preparing {source}"
-        with locks.hold(fd, on_wait=lambda: log(waiting)):
-            if (final / COMPLETE).is_file():
-                self._check_entry(final)
-                return final / "image"
-            if os.path.lexists(final):
-                log(f"cache entry {final} is half-made; rebuilding it")
-                self._remove(final)
-            for stale in self.root.glob(f"{key}.tmp-*"):
-                if not self.shared or os.lstat(stale).st_uid == os.getuid():
-                    remove(stale)  # another member's stale build is theirs to clear
-            tmp = self.root / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
-            tmp.mkdir(mode=0o700)
-            try:
-                build(tmp / "image")
-                (tmp / "source").write_text(source + "\n")
-                (tmp / COMPLETE).write_text("")
-                if self.shared:
-                    share_with_group(tmp)
-                os.rename(tmp, final)
-            except BaseException:
-                remove(tmp)
-                raise
+        try:
+            with locks.hold(fd, on_wait=lambda: log(waiting),
+                            timeout=SHARED_LOCK_WAIT if self.shared else None):
+                return self._under_lock(key, final, build, source, log)
+        except LockTimeout as exc:
+            raise CacheUnusable(f"shared cache {self.root}: another member has been preparing "
+                                f"{source} for more than {SHARED_LOCK_WAIT:g} s") from exc
+
+    def _under_lock(self, key: str, final: Path, build: Callable[[Path], None], source: str,
+                    log: Callable[[str], None]) -> Path:
+        """The entry once this process holds its lock: complete, else (re)built."""
+        if (final / COMPLETE).is_file():
+            self._check_entry(final)
             return final / "image"
+        if os.path.lexists(final):
+            log(f"cache entry {final} is half-made; rebuilding it")
+            self._remove(final)
+        for stale in self.root.glob(f"{key}.tmp-*"):
+            if not self.shared or os.lstat(stale).st_uid == os.getuid():
+                remove(stale)  # another member's stale build is theirs to clear
+        tmp = self.root / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
+        tmp.mkdir(mode=0o700)
+        try:
+            build(tmp / "image")
+            (tmp / "source").write_text(source + "\n")
+            (tmp / COMPLETE).write_text("")
+            if self.shared:
+                share_with_group(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            remove(tmp)
+            raise
+        return final / "image"
 
     def _check_entry(self, final: Path) -> None:
         """A shared entry is used only if nobody but its maker (or root) can change it."""

@@ -129,6 +129,43 @@ def test_a_shared_image_cache_holds_the_entry_for_the_group(images: Harness) -> 
         shutil.rmtree(lab, ignore_errors=True)
 
 
+def test_a_member_cannot_stand_in_for_an_image_she_cannot_read(images: Harness) -> None:
+    """Issue 17, item 3: the user's 0600 image file (its path shows in squeue's comment). The
+    other member plants an entry in the shared cache under the key that path, size and mtime
+    gave; the user's session names the entry by the file's content, which she cannot read, so
+    it never uses hers."""
+    h = images
+    lab = Path(tempfile.mkdtemp(prefix="is-lab-images-"))
+    private = Path(tempfile.mkdtemp(prefix="is-private-image-"))
+    other = ["sudo", "-n", "-u", "isother"]
+    try:
+        shutil.chown(lab, group=LAB_GROUP)
+        lab.chmod(0o3770)
+        image = private / "mine.tar"
+        shutil.copyfile(SSHD_IMAGE, image)
+        image.chmod(0o600)
+        assert subprocess.run([*other, "cat", str(image)], capture_output=True).returncode != 0
+        st = image.stat()
+        old_key = "charliecloud-" + hashlib.sha256(
+            f"charliecloud\0{image}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
+        plant = (f"set -e; umask 022; mkdir -p {lab}/{old_key}/image/etc; "
+                 f"echo planted-by-isother > {lab}/{old_key}/image/etc/interactive-slurm-test-image; "
+                 f"echo {image} > {lab}/{old_key}/source; touch {lab}/{old_key}/complete")
+        assert subprocess.run([*other, "sh", "-c", plant], capture_output=True).returncode == 0
+        h.write_config(f'image_cache = "{lab}"\n')
+        h.write_profile("default", profile(image))
+        out = h.ssh("slurm-cpu", MARKER).stdout
+        assert "inside-test-image" in out and "planted" not in out
+        entries = [p.name for p in lab.iterdir() if not p.name.endswith(".lock")]
+        assert old_key in entries and len(entries) == 2  # hers stays unused beside the real one
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(lab)], check=False)
+        subprocess.run([*other, "rm", "-rf", *[str(p) for p in lab.iterdir()
+                                               if p.owner() == "isother"]], check=False)
+        shutil.rmtree(lab, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def test_a_world_writable_shared_image_cache_is_refused(images: Harness, tmp_path: Path) -> None:
     h = images
     lab = tmp_path / "open-images"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from interactive_slurm.base import folders
 from interactive_slurm.base.errors import SessionError
 from interactive_slurm.node import containers, imagecache
 from interactive_slurm.node.containers import (
@@ -263,6 +264,46 @@ def test_concurrent_users_of_one_entry_build_it_once(tmp_path: Path) -> None:
     second.join(10)
     assert builds == [1]
     assert messages == ["waiting for another job that is preparing src"]
+
+
+def test_cache_key_of_a_file_is_its_content_remembered_per_file_version(tmp_path: Path) -> None:
+    """Issue 17: a key from path, size and mtime could be computed by a member who cannot read
+    the image; the content's digest cannot. It is computed once per version of the file."""
+    first, second = tmp_path / "a.tar", tmp_path / "b.tar"
+    first.write_bytes(b"same bytes")
+    second.write_bytes(b"same bytes")
+    assert cache_key("charliecloud", str(first)) == cache_key("charliecloud", str(second))
+    memos = list((Path(folders.image_cache_dir()) / "digests").iterdir())
+    assert len(memos) == 2 and all(m.stat().st_mode & 0o777 == 0o600 for m in memos)
+    memos[0].write_text("not a digest\n")  # a broken memo is recomputed, not trusted
+    assert cache_key("charliecloud", str(first)) == cache_key("charliecloud", str(second))
+    os.utime(first, (1, 1))  # a new version of the file, same content: the same entry
+    assert cache_key("charliecloud", str(first)) == cache_key("charliecloud", str(second))
+
+
+def test_a_fifo_planted_as_a_shared_lock_sends_the_session_to_its_own_cache(
+    tmp_path: Path,
+) -> None:
+    cache = ImageCache(shared_root(tmp_path), shared=True)
+    os.mkfifo(cache.root / "k.lock")
+    with pytest.raises(CacheUnusable, match="the lock of src is not a plain file"):
+        cache.entry("k", lambda dest: dest.mkdir(), "src")
+
+
+def test_a_shared_lock_held_too_long_sends_the_session_to_its_own_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fcntl
+
+    monkeypatch.setattr(imagecache, "SHARED_LOCK_WAIT", 0.3)
+    cache = ImageCache(shared_root(tmp_path), shared=True)
+    with open(cache.root / "k.lock", "w") as held:  # a member holds it and never lets go
+        fcntl.flock(held, fcntl.LOCK_EX)
+        said: list[str] = []
+        with pytest.raises(CacheUnusable, match=r"preparing src for more than 0\.3 s"):
+            cache.entry("k", lambda dest: dest.mkdir(), "src", said.append)
+    assert said == ["waiting for another job that is preparing src"]
+    assert cache.entry("k", lambda dest: dest.mkdir(), "src").name == "image"  # free again
 
 
 def test_cache_key_follows_a_changed_file(tmp_path: Path) -> None:
