@@ -3,14 +3,15 @@
 temp dir (0700) -> fresh ed25519 host key + certificate from the user's host CA -> sshd_config
 (checked with ``sshd -t``) -> the session binds a random port itself, IPv4 and IPv6 (hard binds:
 any failed bind means another port) -> publish the endpoint with a fresh keyhole secret -> one
-single-threaded loop: accept, send the keyhole HELLO, and hand a connection that proves the
-secret to ``sshd -i`` (see :mod:`keyhole`); unproven ones are closed at their deadline and the
-oldest is dropped beyond :data:`MAX_PENDING`. The record's mtime is renewed every
-``endpoint.RENEW_SECONDS`` (its lease). With an ``idle_timeout``, no ``sshd -i`` child for that
-long makes the session scancel its own job. ``warn_before`` seconds before the time limit, the
-terminals of the shells under its own ``sshd -i`` children get one line (wall-style). On
-SIGTERM/SIGINT/SIGHUP: leave an ``ended`` note with the reason, remove the record, stop the
-``sshd -i`` children, remove the temp dir.
+single-threaded loop that wires two pieces together: the :mod:`~interactive_slurm.node.gate`
+(accepted connections get the keyhole HELLO; unproven ones are closed at their deadline and the
+oldest is dropped beyond ``gate.MAX_PENDING``) and the :mod:`~interactive_slurm.node.keeper` (a
+connection that proves the secret gets its own ``sshd -i``; the idle timer and the time-limit
+warning). The record's mtime is renewed every ``endpoint.RENEW_SECONDS`` (its lease). With an
+``idle_timeout``, no ``sshd -i`` child for that long makes the session scancel its own job.
+``warn_before`` seconds before the time limit, the terminals of the shells under its own
+``sshd -i`` children get one line (wall-style). On SIGTERM/SIGINT/SIGHUP: leave an ``ended`` note
+with the reason, remove the record, stop the ``sshd -i`` children, remove the temp dir.
 """
 
 from __future__ import annotations
@@ -27,15 +28,13 @@ import selectors
 import shutil
 import signal
 import socket
-import stat
 import string
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 from interactive_slurm import __version__
 from interactive_slurm.base import folders
@@ -43,7 +42,9 @@ from interactive_slurm.base.errors import CommandError, SessionError
 from interactive_slurm.base.runner import Runner, describe
 from interactive_slurm.connect import endpoint, keyhole
 from interactive_slurm.node import containers, hostca, tmpdirs
+from interactive_slurm.node.gate import Gate
 from interactive_slurm.node.imagecache import CacheUnusable, ImageCache
+from interactive_slurm.node.keeper import Keeper, Spawn, format_duration, spawn_sshd
 
 TEMPLATES = Path(__file__).parents[1] / "templates"  # package data, beside the folders
 #: Environment passed into ssh sessions: the job's view of itself and its devices.
@@ -51,15 +52,8 @@ ENV_PREFIXES = ("SLURM_", "INTERACTIVE_SLURM_")
 ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL", "ROCR_VISIBLE_DEVICES", "TMPDIR")
 _ENV_VALUE_RE = re.compile(r"^[^\"\\\n\r\x00]*\Z", re.ASCII)
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
-LINGER_SECONDS = 5.0  # a SIGTERMed sshd's connection waits this long for our note
 PORT_ATTEMPTS = 20
 BACKLOG = 512
-#: Connections that have not proven the secret yet, at most; beyond, the oldest is dropped.
-MAX_PENDING = 1024
-#: ``sshd -i`` exiting non-zero within this many seconds of its start counts as a failed start;
-#: this many failed starts in a row end the session (a broken sshd or config).
-STARTUP_SECONDS = 2.0
-MAX_FAILED_STARTS = 5
 #: Seconds before the time limit at which open shells are told the job is about to end.
 WARN_BEFORE = 600
 #: The session's own environment may shorten that (tests); it is not passed on to shells.
@@ -197,127 +191,43 @@ def end_reason(scontrol_output: str, *, now: float, started: float, time_limit: 
     return "was cancelled"
 
 
-def parent_pid(stat_text: str) -> int:
-    """The parent pid in a ``/proc/PID/stat`` line (the command name may hold spaces and ``)``)."""
-    return int(stat_text.rpartition(")")[2].split()[1])
-
-
-def descendants(roots: set[int], parents: Mapping[int, int]) -> set[int]:
-    """``roots`` and every process below them, given each process's parent."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    return found
-
-
-def process_parents(proc: Path = Path("/proc")) -> dict[int, int]:
-    parents = {}
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                parents[int(entry.name)] = parent_pid((entry / "stat").read_text())
-    return parents
-
-
-def own_ttys(pids: set[int], proc: Path = Path("/proc")) -> list[Path]:
-    """One ``/proc/PID/fd/N`` link for each pty slave (``/dev/pts/N``) that these processes hold
-    open and this user owns. The link itself is what gets opened: the very device the process
-    holds, even when its ``/dev/pts`` is another one (a container's)."""
-    found: dict[int, Path] = {}
-    for pid in sorted(pids):
-        try:
-            fds = sorted((proc / str(pid) / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-                st = os.stat(fd)
-            except OSError:
-                continue
-            if not (target.startswith("/dev/pts/") and target[len("/dev/pts/"):].isdigit()):
-                continue
-            if stat.S_ISCHR(st.st_mode) and st.st_uid == os.getuid():
-                found.setdefault(st.st_rdev, fd)
-    return list(found.values())
-
-
-def write_to_tty(path: Path | str, text: str) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        os.write(fd, text.encode())
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds % 3600 == 0 and seconds >= 3600:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0 and seconds >= 60:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
-
-
-class _Pending:
-    __slots__ = ("deadline", "gate", "sock")
-
-    def __init__(self, sock: socket.socket, gate: keyhole.Gate, deadline: float) -> None:
-        self.sock, self.gate, self.deadline = sock, gate, deadline
-
-
-class _Child:
-    __slots__ = ("peer", "proc", "sock", "started")
-
-    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, started: float) -> None:
-        self.proc, self.sock, self.started = proc, sock, started
-        try:
-            host, port = sock.getpeername()[:2]
-            self.peer = f"{host} port {port}"  # as sshd writes it in its log
-        except OSError:
-            self.peer = ""
+LISTEN, SIGNAL = "listen", "signal"  # what the loop's selector keys of its own carry
+#: Connections taken from a listener per readiness event, so a flood cannot keep the loop from
+#: anything else.
+ACCEPT_BATCH = 64
 
 
 class Session:
     """One running session; :meth:`run` blocks until the job ends (or sshd cannot start)."""
 
-    def __init__(self, runner: Runner, spec: SessionSpec, log: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, runner: Runner, spec: SessionSpec, log: TextIO = sys.stderr, *,
+        clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+        spawn: Spawn = spawn_sshd,
+    ) -> None:
         self.runner, self.spec, self.log = runner, spec, log
+        self.clock, self.wall = clock, wall
         self.tmp: Path | None = None
         self.cfg: Path | None = None
         self.listeners: list[socket.socket] = []
         self.port = 0
         self.secret = keyhole.new_secret()
         self.record: endpoint.Endpoint | None = None
-        self.pending: dict[int, _Pending] = {}  # insertion order: oldest first
-        self.children: dict[int, _Child] = {}
-        self.failed_starts = 0
-        self.lingering: list[tuple[float, socket.socket]] = []  # (close at, connection)
-        self.started = time.monotonic()
-        self.wall_start = time.time()
         self.container: containers.Container | None = None
-        #: When no ``sshd -i`` child is alive: since when (monotonic); None while one is.
-        self.idle_since: float | None = self.started
+        #: The unproven connections, once the loop runs (see :meth:`attach`).
+        self.gate: Gate | None = None
+        #: The ``sshd -i`` children and the timers; the session's start is its start.
+        self.keeper = Keeper(
+            job_id=spec.job_id, valid_for=spec.valid_for, idle_timeout=spec.idle_timeout,
+            warn_before=spec.warn_before, say=self.say, clock=clock, wall=wall, spawn=spawn,
+        )
         #: Why the job ends when the session itself ended it (its ``ended`` note says so).
         self.end_reason = ""
-        self.warned = False
 
     @property
     def ends_at(self) -> float:
         """When the job reaches its time limit (epoch seconds)."""
-        return self.wall_start + self.spec.valid_for
+        return self.keeper.ends_at
 
     def say(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -438,11 +348,11 @@ class Session:
                 job_id=self.spec.job_id, kind=self.spec.kind, profile=self.spec.profile,
                 host=socket.gethostname(), port=self.port,
                 host_key=key.with_suffix(".pub").read_text().strip(),
-                session_pid=os.getpid(), started_at=time.time(), container=self.spec.container,
+                session_pid=os.getpid(), started_at=self.wall(), container=self.spec.container,
                 secret=self.secret.hex(), ends_at=self.ends_at,
             )
         path = endpoint.publish(self.record)
-        self.say(f"ready in {time.monotonic() - self.started:.2f} s: session pid {os.getpid()} "
+        self.say(f"ready in {self.clock() - self.keeper.started:.2f} s: session pid {os.getpid()} "
                  f"listening on {self.record.host}:{self.port}; endpoint {path}")
 
     def renew(self) -> None:
@@ -456,131 +366,44 @@ class Session:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def accept(self, sel: selectors.BaseSelector, listener: socket.socket) -> None:
-        for _ in range(64):  # bounded, so a flood cannot keep the loop from anything else
+    def attach(self, sel: selectors.BaseSelector) -> Gate:
+        """Open the gate on ``sel`` and watch the listeners there (their events go to
+        :meth:`handle`, as do the gate's)."""
+        self.gate = Gate(self.secret, self.spec.job_id, sel)
+        for listener in self.listeners:
+            sel.register(listener, selectors.EVENT_READ, LISTEN)
+        return self.gate
+
+    def handle(self, key: selectors.SelectorKey) -> None:
+        """One readiness event of a listener or of a connection waiting at the gate."""
+        assert self.gate is not None
+        if key.data == LISTEN:
+            assert isinstance(key.fileobj, socket.socket)
+            self.accept(key.fileobj)
+            return
+        proven = self.gate.readable(key)
+        if proven is not None:
+            self.hand_to_sshd(proven)
+
+    def accept(self, listener: socket.socket) -> None:
+        assert self.gate is not None
+        for _ in range(ACCEPT_BATCH):
             try:
                 conn, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: drop the oldest unproven connection
                 self.say(f"accept failed: {exc}")
-                if self.pending:
-                    self.drop(sel, next(iter(self.pending)))
+                self.gate.evict_oldest()
                 return
-            conn.setblocking(False)
-            gate = keyhole.Gate(self.secret, self.spec.job_id)
-            try:
-                conn.send(gate.hello)
-            except OSError:
-                conn.close()
-                continue
-            while len(self.pending) >= MAX_PENDING:
-                self.drop(sel, next(iter(self.pending)))
-            fd = conn.fileno()
-            self.pending[fd] = _Pending(conn, gate, time.monotonic() + keyhole.DEADLINE)
-            sel.register(conn, selectors.EVENT_READ, "pending")
-
-    def drop(self, sel: selectors.BaseSelector, fd: int) -> None:
-        item = self.pending.pop(fd)
-        sel.unregister(item.sock)
-        item.sock.close()
-
-    def readable(self, sel: selectors.BaseSelector, fd: int) -> None:
-        item = self.pending[fd]
-        try:
-            data = item.sock.recv(keyhole.PROOF_SIZE + 1)
-            answer = item.gate.feed(data) if data else None
-        except (OSError, keyhole.KeyholeError):
-            data, answer = b"", None
-        if not data:
-            self.drop(sel, fd)
-            return
-        if answer is None:
-            return
-        self.pending.pop(fd)
-        sel.unregister(item.sock)
-        try:
-            if item.sock.send(answer) != len(answer):
-                raise OSError("short send")
-        except OSError:
-            item.sock.close()
-            return
-        self.hand_to_sshd(item.sock)
+            self.gate.admit(conn, self.clock())
 
     def hand_to_sshd(self, sock: socket.socket) -> None:
-        """``sshd -i`` owns the connection from here; we keep our copy of the socket until it
-        exits, so the proxy sees the connection close only after an ``ended`` note is written."""
+        """``sshd -i`` owns the proven connection from here (the keeper holds our copy of the
+        socket until it exits)."""
         assert self.tmp is not None and self.cfg is not None
-        sock.setblocking(True)
-        fd = sock.fileno()
-        argv = self.sshd_argv("-i", "-f", str(self.cfg), "-E", str(self.tmp / "sshd.log"))
-        try:
-            proc = subprocess.Popen(argv, stdin=fd, stdout=fd, stderr=subprocess.DEVNULL)
-        except OSError as exc:
-            self.say(f"could not start {describe(argv)}: {exc}")
-            sock.close()
-            self.failed_start()
-            return
-        self.children[proc.pid] = _Child(proc, sock, time.monotonic())
-
-    def failed_start(self) -> None:
-        self.failed_starts += 1
-        if self.failed_starts >= MAX_FAILED_STARTS:
-            assert self.tmp is not None
-            try:
-                log = (self.tmp / "sshd.log").read_text(errors="replace").strip()
-            except OSError:
-                log = "(sshd wrote no log)"
-            raise SessionError(
-                f"sshd -i failed at startup {self.failed_starts} times in a row; giving up. "
-                f"Its last log lines:\n{log[-2000:]}"
-            )
-
-    def sshd_saw(self, child: _Child) -> bool:
-        """Whether this child's sshd got as far as its client (its log names the client).
-
-        sshd -i exits 255 whenever a client goes away, so a short non-zero life is no failure
-        by itself: `ssh slurm-cpu true` is one. A start failed only if sshd never spoke of it.
-        """
-        assert self.tmp is not None
-        try:
-            with open(self.tmp / "sshd.log", "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 262144))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return False
-        return bool(child.peer) and child.peer in text
-
-    def reap(self) -> None:
-        for pid, child in list(self.children.items()):
-            code = child.proc.poll()
-            if code is None:
-                continue
-            del self.children[pid]
-            if code == -signal.SIGTERM:
-                # Slurm signals every process of an ending job at once, so this sshd may be
-                # gone before our own SIGTERM arrives: keep its connection open a moment, so
-                # the proxy finds the ended note we are about to write, not a bare close.
-                self.lingering.append((time.monotonic() + LINGER_SECONDS, child.sock))
-            else:
-                child.sock.close()
-            if (code != 0 and time.monotonic() - child.started < STARTUP_SECONDS
-                    and not self.sshd_saw(child)):
-                self.failed_start()
-            else:
-                self.failed_starts = 0
-
-    def idle_deadline(self) -> float | None:
-        """When the idle timeout cancels the job (monotonic), if it is due to."""
-        if not self.spec.idle_timeout or self.idle_since is None or self.end_reason:
-            return None
-        return self.idle_since + self.spec.idle_timeout
-
-    def warn_deadline(self) -> float | None:
-        """When open shells are told the job is about to end (monotonic), if not yet done."""
-        if self.warned or self.spec.warn_before <= 0:
-            return None
-        return self.started + (self.ends_at - self.spec.warn_before - self.wall_start)
+        log = self.tmp / "sshd.log"
+        self.keeper.start(sock, self.sshd_argv("-i", "-f", str(self.cfg), "-E", str(log)), log)
 
     def end_idle(self) -> bool:
         """The idle timeout ran out: scancel our own job. False when the session should end by
@@ -597,19 +420,6 @@ class Session:
             return False
         return True
 
-    def warn_shells(self) -> None:
-        """Tell the terminals of the shells under our own ``sshd -i`` children that the job is
-        about to reach its time limit (one line each; never a pty of another user or process)."""
-        self.warned = True
-        pids = descendants(set(self.children), process_parents())
-        ttys = own_ttys(pids)
-        left = max(0.0, self.ends_at - time.time())
-        at = time.strftime("%H:%M", time.localtime(self.ends_at))
-        line = (f"\r\ninteractive-slurm: job {self.spec.job_id} reaches its time limit in "
-                f"{format_duration(round(left / 60) * 60 if left >= 60 else left)} (at {at}); "
-                "save your work\r\n")
-        told = sum(write_to_tty(tty, line) for tty in ttys)
-        self.say(f"the time limit is at {at}; told {told} open shell(s)")
 
     def serve(self) -> int:
         """The loop; returns the session's exit status once a stop signal arrives."""
@@ -622,52 +432,30 @@ class Session:
             signal.signal(handled, lambda *_: None)
         sel = selectors.DefaultSelector()
         try:
-            for listener in self.listeners:
-                sel.register(listener, selectors.EVENT_READ, "listen")
-            sel.register(rfd, selectors.EVENT_READ, "signal")
-            self.idle_since = time.monotonic()  # idle from now, not from the job's start
+            gate = self.attach(sel)
+            sel.register(rfd, selectors.EVENT_READ, SIGNAL)
+            self.keeper.restart_idle()  # idle from now, not from the job's start
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
-            next_renew = time.monotonic() + endpoint.RENEW_SECONDS
+            next_renew = self.clock() + endpoint.RENEW_SECONDS
             while True:
-                now = time.monotonic()
-                wake = next_renew
-                if self.pending:
-                    wake = min(wake, next(iter(self.pending.values())).deadline)
-                if self.lingering:
-                    wake = min(wake, self.lingering[0][0])
-                for due in (self.idle_deadline(), self.warn_deadline()):
-                    if due is not None:
-                        wake = min(wake, due)
+                now = self.clock()
+                dues = (gate.next_deadline(), self.keeper.next_deadline())
+                wake = min([next_renew, *(due for due in dues if due is not None)])
                 for key, _events in sel.select(max(0.0, wake - now)):
-                    if key.data == "listen":
-                        self.accept(sel, key.fileobj)  # type: ignore[arg-type]
-                    elif key.data == "signal":
+                    if key.data == SIGNAL:
                         for signum in os.read(rfd, 256):
                             if signum in stops:
                                 self.say(f"got {signal.Signals(signum).name}; stopping")
                                 self.leave_note(signum)
                                 return 0
-                    elif key.fd in self.pending:
-                        self.readable(sel, key.fd)
-                self.reap()
-                now = time.monotonic()
-                while self.lingering and self.lingering[0][0] <= now:
-                    self.lingering.pop(0)[1].close()
-                if self.children:
-                    self.idle_since = None
-                elif self.idle_since is None:
-                    self.idle_since = now
-                idle_due = self.idle_deadline()
-                if idle_due is not None and now >= idle_due and not self.end_idle():
+                    else:
+                        self.handle(key)
+                self.keeper.reap()
+                now = self.clock()
+                if self.keeper.idle_over() and not self.end_idle():
                     return 0
-                warn_due = self.warn_deadline()
-                if warn_due is not None and now >= warn_due:
-                    self.warn_shells()
-                while self.pending:  # deadlines only grow with insertion order
-                    fd, item = next(iter(self.pending.items()))
-                    if item.deadline > now:
-                        break
-                    self.drop(sel, fd)
+                self.keeper.warn_if_due()
+                gate.expire(now)
                 if now >= next_renew:
                     self.renew()
                     next_renew = now + endpoint.RENEW_SECONDS
@@ -689,8 +477,8 @@ class Session:
             result = self.runner.run(
                 ["scontrol", "show", "job", "-o", self.spec.job_id], check=False, timeout=3
             ) if self.spec.job_id else None
-            reason = end_reason(result.stdout if result else "", now=time.time(),
-                                started=self.wall_start, time_limit=self.spec.valid_for)
+            reason = end_reason(result.stdout if result else "", now=self.wall(),
+                                started=self.keeper.wall_start, time_limit=self.spec.valid_for)
         else:
             reason = f"was stopped ({signal.Signals(signum).name})"
         self.write_note(reason)
@@ -703,24 +491,9 @@ class Session:
                                  reason + "\n")
 
     def stop_children(self) -> None:
-        for _, sock in self.lingering:
-            sock.close()
-        self.lingering.clear()
-        for child in self.children.values():
-            with contextlib.suppress(OSError):
-                child.proc.terminate()
-        deadline = time.monotonic() + 3
-        for child in self.children.values():
-            try:
-                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-                child.proc.wait()
-            child.sock.close()
-        self.children.clear()
-        for item in self.pending.values():
-            item.sock.close()
-        self.pending.clear()
+        self.keeper.stop()
+        if self.gate is not None:
+            self.gate.close()
         for listener in self.listeners:
             listener.close()
 
@@ -753,7 +526,7 @@ class Session:
 
 
 def raise_fd_limit() -> None:
-    """Room for MAX_PENDING unproven connections next to the served ones."""
+    """Room for gate.MAX_PENDING unproven connections next to the served ones."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
     if soft != resource.RLIM_INFINITY and soft < want:

@@ -52,7 +52,7 @@ class ReleaseRepo:
         pyproject = self.work / "pyproject.toml"
         pyproject.write_text(re.sub(r'(?m)^version = "[^"]*"', f'version = "{version}"',
                                     pyproject.read_text()))
-        session = self.work / "interactive_slurm" / "session.py"
+        session = self.work / "interactive_slurm" / "node" / "session.py"
         text = session.read_text().replace(BROKEN, "")
         session.write_text(text + BROKEN if broken else text)
         git(self.work, "commit", "-q", "-am", f"release {tag}")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import socket
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from interactive_slurm.base import folders
 from interactive_slurm.base.errors import SessionError
+from interactive_slurm.connect import endpoint
 from interactive_slurm.node import session
 from interactive_slurm.node.session import SessionSpec
 
 from .fakes import FakeRunner, fail, ok
+from .test_keeper import FakeClock
 
 
 def test_forwarded_env_keeps_the_jobs_view_and_drops_the_rest() -> None:
@@ -203,7 +207,7 @@ def free_port() -> int:
     while True:
         with socket.socket() as probe:
             probe.bind(("", 0))
-            port = probe.getsockname()[1]
+            port: int = probe.getsockname()[1]
         try:
             for sock in session.bind_listeners(port):
                 sock.close()
@@ -297,83 +301,78 @@ def test_spec_from_env_takes_the_idle_timeout_and_the_sessions_own_warning_lead(
     assert (default.idle_timeout, default.warn_before) == (0, session.WARN_BEFORE)
 
 
-@pytest.mark.parametrize(
-    ("text", "ppid"),
-    [("123 (bash) S 45 123 123 0", 45), ("9 (a) b) (c) R 7 9 9", 7), ("1 (sshd: x [priv]) S 0", 0)],
-)
-def test_parent_pid(text: str, ppid: int) -> None:
-    assert session.parent_pid(text) == ppid
-
-
-def test_descendants_stay_under_the_roots() -> None:
-    parents = {10: 1, 11: 10, 12: 11, 13: 11, 20: 1, 21: 20}
-    assert session.descendants({10}, parents) == {10, 11, 12, 13}
-    assert session.descendants(set(), parents) == set()
-
-
-def test_own_ttys_finds_only_pty_slaves_this_user_owns(tmp_path: Path) -> None:
-    master, slave = os.openpty()
-    try:
-        name = os.ttyname(slave)
-        fds = tmp_path / "100" / "fd"
-        fds.mkdir(parents=True)
-        (fds / "0").symlink_to(name)
-        (fds / "1").symlink_to("/dev/null")
-        (fds / "2").symlink_to("/dev/pts/999999")  # gone
-        (fds / "3").symlink_to(name)  # the same pty again: told once
-        (tmp_path / "101").mkdir()  # a process whose fds we may not list
-        [link] = session.own_ttys({100, 101, 102}, proc=tmp_path)
-        assert link == fds / "0"
-        assert session.write_to_tty(link, "hello\r\n")
-        assert os.read(master, 100).startswith(b"hello\r")
-    finally:
-        os.close(master)
-        os.close(slave)
-
-
-def idle_session(tmp_path: Path, runner: FakeRunner, idle: int = 5) -> session.Session:
+def idle_session(runner: FakeRunner, idle: int = 5,
+                 clock: FakeClock | None = None) -> session.Session:
     spec = SessionSpec("4711", "cpu", "idle", 600, "/x", idle_timeout=idle)
-    return session.Session(runner, spec, log=io.StringIO())
+    clock = clock or FakeClock()
+    return session.Session(runner, spec, log=io.StringIO(), clock=clock, wall=clock.wall)
 
 
-def test_idle_deadline_counts_only_while_no_sshd_runs(tmp_path: Path) -> None:
-    s = idle_session(tmp_path, FakeRunner({}))
-    assert s.idle_deadline() == s.started + 5
-    s.idle_since = None  # an sshd -i is serving a connection
-    assert s.idle_deadline() is None
+def test_the_sessions_keeper_takes_the_idle_timeout_from_the_spec() -> None:
+    s = idle_session(FakeRunner({}))
+    assert s.keeper.idle_deadline() == s.keeper.started + 5
+    s.keeper.idle_since = None  # an sshd -i is serving a connection
+    assert s.keeper.idle_deadline() is None
     off = session.Session(FakeRunner({}), SessionSpec("1", "cpu", "p", 600, "/x"),
                           log=io.StringIO())
-    assert off.idle_deadline() is None
+    assert off.keeper.idle_deadline() is None
 
 
-def test_end_idle_cancels_its_own_job_and_says_why(tmp_path: Path) -> None:
-    runner = FakeRunner({"scancel": ok()})
-    s = idle_session(tmp_path, runner)
+def test_end_idle_cancels_its_own_job_and_says_why() -> None:
+    runner, clock = FakeRunner({"scancel": ok()}), FakeClock()
+    s = idle_session(runner, clock=clock)
+    clock.advance(5)
+    assert s.keeper.idle_over()  # what makes serve() call end_idle
     assert s.end_idle()
     assert runner.argvs("scancel") == [("scancel", "4711")]
     assert "no SSH connection for 5 s (idle_timeout of profile idle); cancelling job 4711" in (
         s.log.getvalue())  # type: ignore[attr-defined]
     assert s.end_reason == "was cancelled after 5 s without an SSH connection (idle_timeout)"
-    assert s.idle_deadline() is None  # once
+    clock.advance(600)
+    assert not s.keeper.idle_over()  # once
 
 
-def test_end_idle_ends_the_session_when_scancel_fails(tmp_path: Path) -> None:
-    s = idle_session(tmp_path, FakeRunner({"scancel": fail("slurm_kill_job error")}))
+def test_end_idle_ends_the_session_when_scancel_fails() -> None:
+    s = idle_session(FakeRunner({"scancel": fail("slurm_kill_job error")}))
+    folders.ensure_private_dir(folders.job_dir("4711"))
     assert not s.end_idle()
     assert "scancel 4711 failed (slurm_kill_job error)" in s.log.getvalue()  # type: ignore[attr-defined]
+    assert endpoint.ended_note("4711") == (
+        "was cancelled after 5 s without an SSH connection (idle_timeout)")
 
 
-def test_warn_deadline_is_the_lead_before_the_time_limit(tmp_path: Path) -> None:
+def test_warn_deadline_is_the_lead_before_the_time_limit() -> None:
     s = session.Session(FakeRunner({}), SessionSpec("1", "cpu", "p", 3600, "/x", warn_before=600),
                         log=io.StringIO())
-    assert s.warn_deadline() == pytest.approx(s.started + 3000)
-    assert s.ends_at == pytest.approx(s.wall_start + 3600)
-    s.warn_shells()  # no children: no shells to tell
-    assert s.warn_deadline() is None
+    assert s.keeper.warn_deadline() == pytest.approx(s.keeper.started + 3000)
+    assert s.ends_at == pytest.approx(s.keeper.wall_start + 3600)
+    s.keeper.warn_shells()  # no children: no shells to tell
+    assert s.keeper.warn_deadline() is None
     assert "told 0 open shell(s)" in s.log.getvalue()  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(8, "8 s"), (1800, "30 min"), (7200, "2 h"),
-                                               (90, "90 s")])
-def test_format_duration(seconds: int, text: str) -> None:
-    assert session.format_duration(seconds) == text
+@pytest.mark.parametrize(("lived", "note"), [(3600 - 61, "was cancelled"),
+                                             (3600 - 60, "reached its time limit")])
+def test_the_ended_note_on_sigterm_tells_the_time_limit_from_a_cancel(
+    lived: int, note: str,
+) -> None:
+    clock = FakeClock()
+    runner = FakeRunner({"scontrol": ok("JobId=4711 JobState=RUNNING Reason=None")})
+    s = session.Session(runner, SessionSpec("4711", "cpu", "p", 3600, "/x"), log=io.StringIO(),
+                        clock=clock, wall=clock.wall)
+    folders.ensure_private_dir(folders.job_dir("4711"))
+    clock.advance(lived)
+    s.leave_note(signal.SIGTERM)
+    assert runner.argvs("scontrol") == [("scontrol", "show", "job", "-o", "4711")]
+    assert endpoint.ended_note("4711") == note
+
+
+def test_the_ended_note_after_the_idle_timeout_says_so_without_asking_slurm() -> None:
+    runner = FakeRunner({"scancel": ok()})
+    s = idle_session(runner)
+    folders.ensure_private_dir(folders.job_dir("4711"))
+    s.end_idle()
+    s.leave_note(signal.SIGTERM)
+    assert runner.programs() == ["scancel"]
+    assert endpoint.ended_note("4711") == (
+        "was cancelled after 5 s without an SSH connection (idle_timeout)")
