@@ -31,10 +31,13 @@ LEASE_SECONDS = 60.0
 ENDED_NOTE = "ended"
 
 _FIELDS: dict[str, type] = {
-    "job_id": str, "kind": str, "profile": str, "host": str, "port": int, "host_key": str,
+    "job_id": str, "kind": str, "profile": str, "host": str, "port": int,
     "session_pid": int, "started_at": float, "container": str, "secret": str, "version": int,
     "ends_at": float,
 }
+#: Written for the readers of earlier releases (an install the updater keeps), which require
+#: them; read by nobody: the host key is trusted through its certificate, not through this file.
+_FOR_OLDER_READERS: dict[str, object] = {"host_key": ""}
 #: Fields a record of this version may lack (added later without a version bump): their default.
 _OPTIONAL: dict[str, object] = {"container": "", "ends_at": 0.0}
 
@@ -46,7 +49,6 @@ class Endpoint:
         "container",
         "ends_at",
         "host",
-        "host_key",
         "identity",
         "job_id",
         "kind",
@@ -59,13 +61,13 @@ class Endpoint:
     )
 
     def __init__(
-        self, *, job_id: str, kind: str, profile: str, host: str, port: int, host_key: str,
-        session_pid: int, started_at: float, secret: str, container: str = "",
-        version: int = FORMAT_VERSION, identity: tuple[int, int, float] | None = None,
-        ends_at: float = 0.0,
+        self, *, job_id: str, kind: str, profile: str, host: str, port: int, session_pid: int,
+        started_at: float, secret: str, container: str = "", version: int = FORMAT_VERSION,
+        identity: tuple[int, int, float] | None = None, ends_at: float = 0.0,
     ) -> None:
         self.job_id, self.kind, self.profile, self.host = job_id, kind, profile, host
-        self.port, self.host_key, self.session_pid = port, host_key, session_pid
+        #: The session's process on its node (for admins and tests: ``kill``, ``pgrep -P``).
+        self.port, self.session_pid = port, session_pid
         self.started_at, self.container, self.secret = started_at, container, secret
         self.version = version
         #: When the job reaches its time limit (epoch seconds; 0.0: unknown).
@@ -79,7 +81,7 @@ class Endpoint:
     def to_json(self) -> str:
         import json  # only the session writes records
 
-        return json.dumps(self.as_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps({**_FOR_OLDER_READERS, **self.as_dict()}, indent=2, sort_keys=True) + "\n"
 
     def replace(self, **changes: object) -> Endpoint:
         return Endpoint(**{**self.as_dict(), **changes})  # type: ignore[arg-type]

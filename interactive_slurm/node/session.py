@@ -341,13 +341,11 @@ class Session:
             return
         raise SessionError("no free port for the session (tried " + ", ".join(errors) + ")")
 
-    def publish(self, key: Path | None = None) -> None:
+    def publish(self) -> None:
         if self.record is None:
-            assert key is not None
             self.record = endpoint.Endpoint(
                 job_id=self.spec.job_id, kind=self.spec.kind, profile=self.spec.profile,
                 host=socket.gethostname(), port=self.port,
-                host_key=key.with_suffix(".pub").read_text().strip(),
                 session_pid=os.getpid(), started_at=self.wall(), container=self.spec.container,
                 secret=self.secret.hex(), ends_at=self.ends_at,
             )
@@ -513,7 +511,7 @@ class Session:
             key, cert = self.prepare()
             self.configure(key, cert)
             self.listen()
-            self.publish(key)
+            self.publish()
             return self.serve()
         except SessionError as exc:
             self.say(f"error: {exc}")

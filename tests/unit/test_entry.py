@@ -81,7 +81,7 @@ def test_fast_path_import_budget(home: Path) -> None:
         secret = bytes(range(32))
         endpoint.publish(endpoint.Endpoint(
             job_id="5", kind="cpu", profile="default", host="127.0.0.1",
-            port=listener.getsockname()[1], host_key="ssh-ed25519 AAAA", session_pid=1,
+            port=listener.getsockname()[1], session_pid=1,
             started_at=1.0, secret=secret.hex()))
         server = keyholes.serve_once(listener, secret, "5")
         site = os.path.dirname(os.path.dirname(interactive_slurm.__file__))
@@ -144,7 +144,7 @@ def _leave_note_later(job_id: str, delay: float) -> threading.Thread:
 
 def _record(job_id: str) -> endpoint.Endpoint:
     endpoint.publish(endpoint.Endpoint(
-        job_id=job_id, kind="cpu", profile="default", host="127.0.0.1", port=2, host_key="k",
+        job_id=job_id, kind="cpu", profile="default", host="127.0.0.1", port=2,
         session_pid=1, started_at=1.0, secret="ab" * 32))
     ep = endpoint.read_job(job_id)
     assert ep is not None

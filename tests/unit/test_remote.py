@@ -30,7 +30,7 @@ def job(job_id: str, kind: str = "cpu", state: str = "RUNNING", **kw: str) -> Jo
 def ep(job_id: str, host: str = "node01", port: int = 23456) -> endpoint.Endpoint:
     return endpoint.Endpoint(
         job_id=job_id, kind="cpu", profile="default", host=host, port=port,
-        host_key="ssh-ed25519 AAAA", session_pid=1, started_at=1.0, secret="ab" * 32,
+        session_pid=1, started_at=1.0, secret="ab" * 32,
     )
 
 
