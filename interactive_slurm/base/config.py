@@ -8,8 +8,7 @@
     sshd = "/usr/sbin/sshd"       # the sshd binary on compute nodes (absolute path)
 
     [clusters.slurm]              # on a laptop: what `interactive-slurm setup` set up
-    login = "login.example.org"
-    user = "alice"
+    login = "login.example.org"   # (the laptop's own tables: laptop/clusters.py reads them)
     ...
 
     [update]                      # the cluster install's updater (see updater.py)
@@ -19,8 +18,9 @@
     enabled = true                # automatic checks (only when url is set)
 
 A missing file means all defaults. Unknown keys and bad values are errors naming the file.
-The ``clusters`` tables are written by ``setup`` (:func:`render_update`), validated by this same
-parser before anything is written.
+The ``clusters`` tables are the laptop's: this parser accepts the key and leaves the tables to
+``laptop/clusters.py``, which ``setup`` writes them through (:func:`render_update`, then its own
+check) and which reads them back.
 """
 
 from __future__ import annotations
@@ -57,25 +57,6 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
-class Cluster:
-    """One cluster set up from this laptop (a ``[clusters.NAME]`` table)."""
-
-    name: str
-    login: str
-    user: str
-    port: int = 22
-    jump: str = ""
-    identity: str = ""           # the key ssh uses, on this laptop
-    install: str = ""            # the install root on the login node (absolute)
-    hosts: tuple[str, ...] = ()  # the ssh host aliases: cpu first, then gpu
-    profile: str = ""            # passed as --profile by the ProxyCommand ("" = the cluster's default)
-    ssh_config: str = ""         # the ssh config file holding the block
-    known_hosts: str = ""        # the managed known_hosts with the cluster's @cert-authority line
-    vscode: tuple[str, ...] = ()          # VS Code settings files setup changed
-    vscode_globals: tuple[str, ...] = ()  # ... of which setup added the global keys
-
-
-@dataclass(frozen=True)
 class Config:
     default_profile: str = "default"
     wait_timeout: float = float(defaults.WAIT_TIMEOUT)
@@ -83,59 +64,11 @@ class Config:
     sshd: str = "/usr/sbin/sshd"
     image_cache: str = ""  # a shared container image cache (absolute); "": the user's own
     update: UpdateConfig = field(default_factory=UpdateConfig)
-    clusters: tuple[Cluster, ...] = field(default=())
     source: Path | None = None
-
-    def cluster(self, name: str) -> Cluster | None:
-        return next((c for c in self.clusters if c.name == name), None)
 
 
 KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "image_cache", "clusters",
         "update")
-_CLUSTER_STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
-_CLUSTER_LIST = ("hosts", "vscode", "vscode_globals")
-
-
-def _parse_cluster(name: str, table: Any, source: Path) -> Cluster:
-    where = f"{source}: [clusters.{name}]"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table")
-    from interactive_slurm.laptop import sshconfig  # the name/host/user rules live there
-
-    values: dict[str, Any] = {"name": name}
-    for key, value in table.items():
-        if key in _CLUSTER_STR:
-            if not isinstance(value, str) or "\n" in value:
-                raise ConfigError(f"{where}: {key} = {value!r}: expected a string")
-        elif key in _CLUSTER_LIST:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where}: {key} = {value!r}: expected a list of strings")
-            value = tuple(value)
-        elif key == "port":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-                raise ConfigError(f"{where}: port = {value!r}: expected 1-65535")
-        else:
-            valid = ", ".join((*_CLUSTER_STR, "port", *_CLUSTER_LIST))
-            raise ConfigError(f"{where}: {key} = {value!r}: unknown key; valid keys: {valid}")
-        values[key] = value
-    for key in ("login", "user"):
-        if key not in values:
-            raise ConfigError(f"{where}: {key} is missing")
-    try:
-        sshconfig.check_name(name)
-        sshconfig.check_host(values["login"])
-        sshconfig.check_user(values["user"])
-        for alias in values.get("hosts", ()):
-            sshconfig.check_host(alias, "host alias")
-        if values.get("jump"):
-            sshconfig.check_jump(values["jump"])
-        if values.get("profile"):
-            check_profile_name(values["profile"])
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    return Cluster(**values)
-
-
 UPDATE_KEYS = ("url", "channel", "interval_hours", "enabled")
 
 
@@ -228,26 +161,29 @@ def parse(data: dict[str, Any], source: Path) -> Config:
             raise ConfigError(f"{source}: image_cache = {value!r}: expected the absolute path of a "
                               "shared folder for container images")
         values["image_cache"] = value
-    if "clusters" in data:
-        tables = data["clusters"]
-        if not isinstance(tables, dict):
-            raise ConfigError(f"{source}: clusters: expected tables [clusters.NAME]")
-        values["clusters"] = tuple(_parse_cluster(n, t, source) for n, t in tables.items())
+    # "clusters": the laptop's tables, read by laptop/clusters.py
     return Config(**values)
 
 
-def load() -> Config:
+def read() -> tuple[dict[str, Any], Path] | None:
+    """The config file's data and path; None when there is none."""
     path = Path(folders.config_file())
     if not check_secure_if_exists(path):
-        return Config()
-    return parse(tomlio.load(path), path)
+        return None
+    return tomlio.load(path), path
+
+
+def load() -> Config:
+    found = read()
+    return Config() if found is None else parse(*found)
 
 
 def render_update(change: Callable[[dict[str, Any]], None]) -> tuple[Path, str | None, str]:
     """The config file's path, its text now (None: no file), and its text after ``change``.
 
     ``change`` edits the file's data; the result is written with tomli-w and validated by
-    :func:`parse` before anything is returned, so nothing invalid is ever written. The caller
+    :func:`parse` before anything is returned, so nothing invalid is ever written (the
+    ``clusters`` tables: ``laptop/clusters.render_update`` checks them on top). The caller
     writes it (atomically, with a backup: tomli-w does not keep comments).
     """
     import tomli_w

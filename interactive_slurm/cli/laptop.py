@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from interactive_slurm.base import config
 from interactive_slurm.base.errors import UsageError
 from interactive_slurm.cli import base as cli_base
 
@@ -44,7 +43,8 @@ class ClickTerminal:
 @click.command("setup")
 @click.argument("login", required=False)
 @click.option("--user", help="Your user name on the cluster (default: asked, or your local name).")
-@click.option("--port", type=int, default=22, show_default=True, help="The login node's SSH port.")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True,
+              help="The login node's SSH port.")
 @click.option("--jump", help="Reach the login node through this host ([user@]host[:port], like ssh -J).")
 @click.option("--name", default="slurm", show_default=True,
               help="A name for this cluster; a second cluster gets hosts NAME-cpu and NAME-gpu.")
@@ -81,7 +81,7 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
       interactive-slurm setup login2.other.example.org --name other   # other-cpu, other-gpu
       interactive-slurm setup --uninstall --name other
     """
-    from interactive_slurm.laptop import setup, sshconfig
+    from interactive_slurm.laptop import clusters, setup, sshconfig
 
     term = ClickTerminal()
     if uninstall:
@@ -93,7 +93,7 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
         return
     if remove_install:
         raise UsageError("--remove-install goes with --uninstall")
-    existing = config.load().cluster(name)
+    existing = clusters.named(clusters.load(), name)
     if not login:
         default = existing.login if existing else None
         if not term.interactive and not default:
@@ -150,9 +150,10 @@ def clusters_cmd(as_json: bool) -> None:
     Example:
       interactive-slurm clusters
     """
+    from interactive_slurm.laptop import clusters
     from interactive_slurm.laptop.setup import describe
 
-    rows = [describe(c) for c in config.load().clusters]
+    rows = [describe(c) for c in clusters.load()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

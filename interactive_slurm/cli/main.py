@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from interactive_slurm import __version__
-from interactive_slurm.base import config, folders, selfcmd, values
+from interactive_slurm.base import config, folders, selfcmd, sshhosts, values
 from interactive_slurm.base.errors import InteractiveSlurmError
 from interactive_slurm.base.fsutil import describe_os_error
 from interactive_slurm.cli import base as cli_base
@@ -115,34 +115,23 @@ def trust_cmd(write: bool) -> None:
     click.echo(line)
 
 
-#: Seconds for the ssh hop to the login node to connect and answer (``ssh-config --login``).
-LOGIN_CONNECT_TIMEOUT = 30
-
-
 def _ssh_config_block(login: str | None, remote_command: str) -> str:
-    known = Path(folders.known_hosts_file())
-    lines = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
+    """The Host entries slurm-cpu and slurm-gpu (the laptop's managed block is the same renderer)."""
+    known = str(Path(folders.known_hosts_file()))
+    head = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
     if login:
-        lines.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in {known}")
+        head.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in {known}")
+    hosts = []
     for kind in ("cpu", "gpu"):
         if login:
             # ConnectTimeout bounds the hop to the login node only: on the outer entry it would
             # also bound the SSH banner wait, which includes the wait in Slurm's queue.
-            command = (f"ssh -o ConnectTimeout={LOGIN_CONNECT_TIMEOUT} {shlex.quote(login)} "
+            command = (f"ssh -o ConnectTimeout={sshhosts.LOGIN_CONNECT_TIMEOUT} {shlex.quote(login)} "
                        f"{remote_command} proxy {kind}")
         else:
             command = selfcmd.command("proxy", kind)
-        lines += [
-            f"Host slurm-{kind}",
-            f"  ProxyCommand {command}",
-            f"  HostKeyAlias {hostca.kind_alias(kind)}",
-            f"  UserKnownHostsFile {known}",
-            "  StrictHostKeyChecking yes",
-            "  CheckHostIP no",
-            "  ServerAliveInterval 30",
-        ]
-    lines.append("# END interactive-slurm")
-    return "\n".join(lines)
+        hosts.append(sshhosts.Host(f"slurm-{kind}", kind, command, known))
+    return sshhosts.render(head, hosts, ["# END interactive-slurm"])
 
 
 @cli.command("ssh-config")
@@ -161,7 +150,7 @@ def ssh_config_cmd(login: str | None, remote_command: str) -> None:
     """
     if not login:
         remote.ensure_known_hosts(cli_base.runner())
-    click.echo(_ssh_config_block(login, remote_command))
+    click.echo(_ssh_config_block(login, remote_command), nl=False)
 
 
 class _ProfilesGroup(click.Group):

@@ -7,7 +7,8 @@ whose venvs have no setuptools and maybe no internet. The package is pure Python
 of each package in ``[tool.setuptools] packages`` plus its ``package-data`` globs. A tree whose
 ``pyproject.toml`` uses anything else (dynamic fields, package discovery) is refused with a message
 naming the key, rather than built wrong. The zip is deterministic: the same tree gives the same
-bytes, so the same release gets the same install id (see :mod:`installs`).
+bytes, so the same release gets the same install id (see :mod:`installs`). :func:`write_wheel` is
+the one wheel writer: the laptop's setup repacks installed distributions with it too.
 """
 
 from __future__ import annotations
@@ -39,6 +40,25 @@ class BuildError(InteractiveSlurmError):
 def _record_hash(data: bytes) -> str:
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"sha256={digest}"
+
+
+def write_wheel(target: Path, files: Mapping[str, bytes], info_dir: str) -> Path:
+    """Write ``files`` (``/``-separated archive names -> bytes) and their ``RECORD`` as ``target``.
+
+    The same files give the same bytes: fixed dates and modes, ``RECORD`` listing the files by
+    name, the entries in name order with the ``.dist-info`` folder last (as PEP 427 asks).
+    """
+    record_name = f"{info_dir}/RECORD"
+    record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in sorted(files.items())]
+    record.append(f"{record_name},,")
+    content = {**files, record_name: ("\n".join(record) + "\n").encode()}
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(content, key=lambda p: (p.split("/", 1)[0] == info_dir, p)):
+            entry = zipfile.ZipInfo(path, date_time=_EPOCH)
+            entry.external_attr = 0o644 << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(entry, content[path])
+    return target
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -144,14 +164,4 @@ def build(files: Mapping[str, bytes], dest: Path) -> Path:
         b"Tag: py3-none-any\n"
     )
     content[f"{info}/entry_points.txt"] = entry_points(project).encode()
-    record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in sorted(content.items())]
-    record.append(f"{info}/RECORD,,")
-    content[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    target = dest / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(content, key=lambda p: (p.startswith(info), p)):
-            entry = zipfile.ZipInfo(path, date_time=_EPOCH)
-            entry.external_attr = 0o644 << 16
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(entry, content[path])
-    return target
+    return write_wheel(dest / f"{dist}-{version}-py3-none-any.whl", content, info)

@@ -30,18 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from interactive_slurm import __version__
-from interactive_slurm.base import config, defaults, folders, fsutil
+from interactive_slurm.base import defaults, folders, fsutil, sshhosts
 from interactive_slurm.base.errors import ConfigError, InteractiveSlurmError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.install import installs
-from interactive_slurm.laptop import changes, jsonc, remote_scripts, sshconfig, vscode, wheels
+from interactive_slurm.laptop import changes, clusters, jsonc, remote_scripts, sshconfig, vscode, wheels
+from interactive_slurm.laptop.clusters import Cluster
 from interactive_slurm.laptop.connection import Login, Target, Terminal
 
 DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
 DEFAULT_NAME = "slurm"
 VSCODE_CONNECT_TIMEOUT = defaults.WAIT_TIMEOUT  # the proxy's default wait for a queued job
-_CA_LINE = re.compile(r"^@cert-authority \*\.interactive-slurm (ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) "
-                      r"([A-Za-z0-9+/]+={0,3})( [^\n]*)?$")
+_CA_LINE = re.compile(rf"^{re.escape(sshhosts.CA_MARKER)} {re.escape(sshhosts.CA_PATTERN)} "
+                      r"(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) ([A-Za-z0-9+/]+={0,3})( [^\n]*)?$")
 
 
 class SetupError(InteractiveSlurmError):
@@ -67,13 +68,7 @@ class Request:
     system: str = field(default_factory=platform.system)
 
     def __post_init__(self) -> None:
-        sshconfig.check_name(self.name)
-        sshconfig.check_host(self.login)
-        sshconfig.check_user(self.user)
-        if self.jump:
-            sshconfig.check_jump(self.jump)
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"--port {self.port}: expected 1-65535")
+        clusters.check_login(self.name, self.login, self.user, self.port, self.jump)
         if not re.match(r"^[~/][\w./~+-]*$", self.install_dir):
             raise ConfigError(f"--install-dir {self.install_dir!r}: expected an absolute or ~/ path")
         if not re.match(r"^[\w./+-]+$", self.python):
@@ -148,19 +143,20 @@ def check_ca_line(text: str, where: str) -> str:
 
 # --- planning the local files -------------------------------------------------------------------
 
-def _hosts_for(req: Request, cfg: config.Config) -> tuple[tuple[str, str], ...]:
+def _hosts_for(req: Request, set_up: tuple[Cluster, ...]) -> tuple[tuple[str, str], ...]:
     if req.hosts:
         return req.hosts
-    existing = cfg.cluster(req.name)
+    existing = clusters.named(set_up, req.name)
     if existing and existing.hosts:
         return tuple(zip(existing.hosts, sshconfig.KINDS))
-    first = not [c for c in cfg.clusters if c.name != req.name]
+    first = not [c for c in set_up if c.name != req.name]
     return sshconfig.default_hosts(req.name, first)
 
 
-def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str,
+def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_root: str,
                ca_line: str | None, report: Report) -> list[changes.Change]:
-    hosts = _hosts_for(req, cfg)
+    """The local files after setting up ``req``; ``set_up``: the clusters set up before."""
+    hosts = _hosts_for(req, set_up)
     report.hosts = tuple(h for h, _ in hosts)
     known = known_hosts_file(req.name)
     block = sshconfig.Block(
@@ -204,7 +200,7 @@ def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str
                 vscode_globals.append(str(settings))
             out.append(changes.Change(settings, current, new))
     # config.toml: what was set up
-    old = cfg.cluster(req.name)
+    old = clusters.named(set_up, req.name)
     entry: dict[str, Any] = {
         "login": req.login, "user": req.user, "port": req.port, "jump": req.jump or "",
         "identity": str(req.identity), "install": install_root,
@@ -219,7 +215,7 @@ def plan_files(req: Request, cfg: config.Config, *, tool: str, install_root: str
 
 def config_change(edit: Callable[[dict[str, Any]], None]) -> changes.Change:
     """config.toml after ``edit``; a file left with no settings at all is removed."""
-    path, before, after = config.render_update(edit)
+    path, before, after = clusters.render_update(edit)
     return changes.Change(path, before, after or None)
 
 
@@ -285,7 +281,7 @@ def run(req: Request, term: Terminal, runner: Runner) -> Report:
 
 async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
     report = Report()
-    cfg = config.load()
+    set_up = clusters.load()
     with tempfile.TemporaryDirectory(prefix="interactive-slurm-wheels-") as tmp:
         login = await Login.open(Target(req.login, req.port, req.user, req.identity, req.jump), term)
         try:
@@ -327,7 +323,7 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
                 ca_line = check_ca_line(str(trust.stdout), f"{req.login}:{tool}")
         finally:
             await login.close()
-    planned = plan_files(req, cfg, tool=tool, install_root=found.root, ca_line=ca_line, report=report)
+    planned = plan_files(req, set_up, tool=tool, install_root=found.root, ca_line=ca_line, report=report)
     if req.dry_run:
         report.diffs += [c.diff() for c in planned if c.changed]
         return report
@@ -338,11 +334,11 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
 
 # --- uninstall and listing ----------------------------------------------------------------------
 
-def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
-    cfg = config.load()
-    cluster = cfg.cluster(name)
+def plan_uninstall(name: str) -> tuple[Cluster, list[changes.Change]]:
+    set_up = clusters.load()
+    cluster = clusters.named(set_up, name)
     if cluster is None:
-        known = ", ".join(c.name for c in cfg.clusters) or "none"
+        known = ", ".join(c.name for c in set_up) or "none"
         raise SetupError(f"no cluster {name!r} was set up here (set up: {known})")
     out: list[changes.Change] = []
     if cluster.ssh_config:
@@ -354,7 +350,7 @@ def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
     if cluster.known_hosts:
         path = Path(cluster.known_hosts)
         out.append(changes.Change(path, changes.read(path), None, backup=False))
-    others = [c for c in cfg.clusters if c.name != name]
+    others = [c for c in set_up if c.name != name]
     for settings in cluster.vscode:
         path = Path(settings)
         before = changes.read(path)
@@ -378,7 +374,7 @@ def plan_uninstall(name: str) -> tuple[config.Cluster, list[changes.Change]]:
     return cluster, out
 
 
-def stop_shared_login(runner: Runner, cluster: config.Cluster) -> bool:
+def stop_shared_login(runner: Runner, cluster: Cluster) -> bool:
     """Close the cluster's shared login connection (ControlMaster), if one is open."""
     argv = ["ssh", "-o", f"ControlPath={control_dir()}/%C", "-p", str(cluster.port), "-l", cluster.user]
     if cluster.jump:
@@ -406,7 +402,7 @@ def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool
     return report
 
 
-async def _remove_install(cluster: config.Cluster, term: Terminal) -> None:
+async def _remove_install(cluster: Cluster, term: Terminal) -> None:
     target = Target(cluster.login, cluster.port, cluster.user, Path(cluster.identity), cluster.jump or None)
     login = await Login.open(target, term)
     try:
@@ -415,7 +411,7 @@ async def _remove_install(cluster: config.Cluster, term: Terminal) -> None:
         await login.close()
 
 
-def describe(cluster: config.Cluster) -> dict[str, Any]:
+def describe(cluster: Cluster) -> dict[str, Any]:
     return {
         "name": cluster.name, "login": cluster.login, "user": cluster.user, "port": cluster.port,
         "jump": cluster.jump, "hosts": list(cluster.hosts), "profile": cluster.profile,

@@ -12,6 +12,10 @@ it works whatever ``-F`` or ``Include`` layout the user has, and the user's own 
 login node (ProxyJump, GSSAPI, ...) still apply to what the block leaves unset. On Linux and macOS
 that hop is a shared connection (``ControlMaster auto``): a second factor is asked once and
 reconnects skip the login handshake. OpenSSH for Windows has no ControlMaster.
+
+The ``Host`` entries themselves are :func:`interactive_slurm.base.sshhosts.render`'s, the same as
+``interactive-slurm ssh-config`` prints on a login node; what is the laptop's is the inputs (the
+login hop, ``User``, ``IdentityFile``, Windows paths) and the block's place in the file.
 """
 
 from __future__ import annotations
@@ -21,39 +25,13 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from interactive_slurm.base import sshhosts
 from interactive_slurm.base.errors import ConfigError
+from interactive_slurm.laptop.clusters import check_aliases, check_host, check_login
 
 KINDS = ("cpu", "gpu")
 CONTROL_PERSIST = "30m"
 WINDOWS_SSH = "C:/Windows/System32/OpenSSH/ssh.exe"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,30}$")
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-_JUMP = re.compile(r"^[A-Za-z0-9_@.:,\[\]-]+$")
-
-
-def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ConfigError(f"cluster name {name!r}: use letters, digits, - and _ (up to 31)")
-    return name
-
-
-def check_host(host: str, what: str = "login host") -> str:
-    if not _HOST.match(host) or len(host) > 253:
-        raise ConfigError(f"{what} {host!r}: expected a host name or address")
-    return host
-
-
-def check_user(user: str) -> str:
-    if not _USER.match(user) or len(user) > 64:
-        raise ConfigError(f"user {user!r}: expected a login name")
-    return user
-
-
-def check_jump(jump: str) -> str:
-    if not _JUMP.match(jump):
-        raise ConfigError(f"jump host {jump!r}: expected [user@]host[:port][,...]")
-    return jump
 
 
 @dataclass(frozen=True)
@@ -74,15 +52,9 @@ class Block:
     windows: bool = False
 
     def __post_init__(self) -> None:
-        check_name(self.name)
-        check_host(self.login)
-        check_user(self.user)
-        if self.jump:
-            check_jump(self.jump)
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port {self.port}: expected 1-65535")
+        check_login(self.name, self.login, self.user, self.port, self.jump)
+        check_aliases(alias for alias, _ in self.hosts)
         for alias, kind in self.hosts:
-            check_host(alias, "host alias")
             if kind not in KINDS:
                 raise ConfigError(f"host {alias}: kind {kind!r} is not cpu or gpu")
 
@@ -109,11 +81,6 @@ def parse_hosts(value: str) -> tuple[tuple[str, str], ...]:
     return tuple((check_host(n, "host alias"), kind) for n, kind in zip(names, KINDS))
 
 
-def _ssh_value(text: str) -> str:
-    """A value for ssh_config: ``%`` doubled (ProxyCommand expands %-tokens)."""
-    return text.replace("%", "%%")
-
-
 def _windows_quote(arg: str) -> str:
     return f'"{arg}"' if any(c in arg for c in ' \t"') else arg
 
@@ -128,7 +95,8 @@ def proxy_argv(block: Block, kind: str) -> list[str]:
     if not block.windows:
         argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={block.control_dir}/%C",
                  "-o", f"ControlPersist={CONTROL_PERSIST}"]
-    argv += ["-o", "ServerAliveInterval=30", "-o", "ConnectTimeout=30",
+    argv += [*sshhosts.option_args([sshhosts.KEEPALIVE]),
+             "-o", f"ConnectTimeout={sshhosts.LOGIN_CONNECT_TIMEOUT}",
              "-i", block.identity, "-p", str(block.port), "-l", block.user]
     if block.jump:
         argv += ["-J", block.jump]
@@ -139,40 +107,27 @@ def proxy_argv(block: Block, kind: str) -> list[str]:
 
 
 def proxy_command(block: Block, kind: str) -> str:
+    """The ProxyCommand as the local shell runs it (the renderer escapes ssh's ``%``)."""
     argv = proxy_argv(block, kind)
     if block.windows:
-        return _ssh_value(" ".join(_windows_quote(a.replace("\\", "/")) for a in argv))
-    return _ssh_value(shlex.join(argv))
+        return " ".join(_windows_quote(a.replace("\\", "/")) for a in argv)
+    return shlex.join(argv)
 
 
-def _config_path(path: str, windows: bool) -> str:
-    path = path.replace("\\", "/") if windows else path
-    return f'"{path}"' if " " in path else path
+def _local_path(path: str, windows: bool) -> str:
+    return path.replace("\\", "/") if windows else path
 
 
 def render(block: Block) -> str:
     """The block's text, markers included, ending with a newline."""
-    lines = [
-        f"{begin_marker(block.name)} (written by `interactive-slurm setup`; changes here are replaced)",
-    ]
-    for alias, kind in block.hosts:
-        lines += [
-            f"Host {alias}",
-            f"  ProxyCommand {proxy_command(block, kind)}",
-            f"  User {block.user}",
-            f"  IdentityFile {_config_path(block.identity, block.windows)}",
-            f"  HostKeyAlias {kind}.interactive-slurm",
-            f"  UserKnownHostsFile {_config_path(block.known_hosts, block.windows)}",
-            "  StrictHostKeyChecking yes",
-            "  CheckHostIP no",
-            "  ServerAliveInterval 30",
-        ]
-    lines += [
-        "# (the line below ends these hosts: what follows applies to every host, as before)",
-        "Host *",
-        end_marker(block.name),
-    ]
-    return "\n".join(lines) + "\n"
+    head = [f"{begin_marker(block.name)} (written by `interactive-slurm setup`; changes here are replaced)"]
+    login = (("User", block.user), ("IdentityFile", _local_path(block.identity, block.windows)))
+    known = _local_path(block.known_hosts, block.windows)
+    hosts = [sshhosts.Host(alias, kind, proxy_command(block, kind), known, login)
+             for alias, kind in block.hosts]
+    tail = ["# (the line below ends these hosts: what follows applies to every host, as before)",
+            "Host *", end_marker(block.name)]
+    return sshhosts.render(head, hosts, tail)
 
 
 def _span(text: str, name: str) -> tuple[int, int] | None:
@@ -187,11 +142,6 @@ def _span(text: str, name: str) -> tuple[int, int] | None:
             f"`{end_marker(name)}` line; fix the file by hand, nothing was changed"
         )
     return begin.start(), end.end()
-
-
-def blocks_in(text: str) -> list[str]:
-    """Names of the managed blocks in ``text``, in order."""
-    return re.findall(r"^# BEGIN interactive-slurm (\S+)", text, re.M)
 
 
 def put(text: str, block_text: str, name: str) -> str:
@@ -209,7 +159,7 @@ def remove(text: str, name: str) -> str:
 
 
 def host_names(text: str) -> list[str]:
-    """Every pattern named on a ``Host`` line outside ``exclude``'s blocks (for clash checks)."""
+    """Every pattern named on a ``Host`` line of ``text`` (for clash checks: see :func:`clashes`)."""
     names: list[str] = []
     for line in text.splitlines():
         words = line.strip().split()

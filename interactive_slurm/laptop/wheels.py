@@ -4,23 +4,28 @@ The cluster side is pure Python, so the wheels of this package and of its cluste
 dependencies can be rebuilt from the installed files (a wheel is a zip of them plus its
 ``.dist-info``). A dependency whose installed version does not run on the cluster's Python
 (``Requires-Python``), or that is not installed here, is fetched with ``pip download`` for that
-Python instead; if that fails too, the error says which package and why.
+Python instead; if that fails too, the error says which package and why. Versions, specifiers and
+markers are read with ``packaging`` (a laptop dependency); the zip is
+:func:`interactive_slurm.install.wheelbuild.write_wheel`'s, the updater's own writer.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import sys
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.markers import InvalidMarker, Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
 from interactive_slurm.base.errors import InteractiveSlurmError
 from interactive_slurm.base.runner import Runner
+from interactive_slurm.install.wheelbuild import write_wheel
 
 ROOT_PACKAGE = "interactive-slurm"
 _SKIP_DIST_INFO = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
@@ -30,83 +35,45 @@ class WheelError(InteractiveSlurmError):
     """A wheel for the cluster could not be made or fetched."""
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+# --- requirement markers and Requires-Python, as they read on a Linux cluster -----------------
+
+#: What a marker may ask about the cluster: its Python version, and that it is Linux and CPython.
+#: The rest (its machine, its kernel, its full Python version) is not known here, and the laptop's
+#: own values would be wrong for it.
+_UNKNOWN = ("platform_machine", "platform_release", "platform_version", "python_full_version",
+            "implementation_version")
 
 
-# --- requirement markers and Requires-Python, for the few forms our dependencies use ---------
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
-
-
-def _compare(left: tuple[int, ...], op: str, right: tuple[int, ...]) -> bool:
-    width = max(len(left), len(right))
-    a = left + (0,) * (width - len(left))
-    b = right + (0,) * (width - len(right))
-    return {
-        ">=": a >= b, ">": a > b, "<=": a <= b, "<": a < b, "==": a == b, "!=": a != b,
-        "~=": a >= b and a[: len(right) - 1] == b[: len(right) - 1],
-    }[op]
+def _cluster_environment(py: tuple[int, int]) -> dict[str, str]:
+    return {"python_version": f"{py[0]}.{py[1]}", "sys_platform": "linux", "platform_system": "Linux",
+            "os_name": "posix", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython",
+            "extra": ""}  # requirements behind an extra (the laptop's asyncssh) stay here
 
 
 def python_ok(requires_python: str | None, py: tuple[int, int]) -> bool:
     """Whether ``py`` satisfies a ``Requires-Python`` such as ``>=3.9,!=3.9.1``."""
     if not requires_python:
         return True
-    for clause in requires_python.split(","):
-        m = re.match(r"\s*(~=|>=|<=|==|!=|>|<)\s*([\d.*]+)\s*$", clause)
-        if not m:
-            continue
-        op, ver = m.groups()
-        if ver.endswith(".*"):
-            same = _version_tuple(ver)[: len(_version_tuple(ver))] == py[: len(_version_tuple(ver))]
-            if (op == "==" and not same) or (op == "!=" and same):
-                return False
-            continue
-        # Compare only as far as the clause goes for ==/!= (3.9 == 3.9.x), fully otherwise.
-        target = _version_tuple(ver)
-        here: tuple[int, ...] = py if op not in ("==", "!=") else py[: len(target)]
-        if not _compare(here, op, target):
-            return False
-    return True
+    try:
+        spec = SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return True  # as pip does: an unreadable Requires-Python excludes nothing
+    return spec.contains(f"{py[0]}.{py[1]}", prereleases=True)
 
 
-def marker_applies(marker: str, py: tuple[int, int]) -> bool:
-    """Evaluate a requirement marker for a Linux cluster running Python ``py``.
-
-    Requirements behind an ``extra`` (the laptop's asyncssh) never go to the cluster.
-    """
-    if "extra" in marker:
-        return False
-    env = {"python_version": f"{py[0]}.{py[1]}", "sys_platform": "linux", "platform_system": "Linux",
-           "os_name": "posix", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython"}
-    for alternative in re.split(r"\s+or\s+", marker):
-        results = []
-        for term in re.split(r"\s+and\s+", alternative.strip("() ")):
-            m = re.match(r"\s*(\w+)\s*(~=|>=|<=|==|!=|>|<)\s*['\"]([^'\"]*)['\"]\s*$", term)
-            if not m or m.group(1) not in env:
-                raise WheelError(f"cannot evaluate the requirement marker {marker!r}")
-            name, op, value = m.groups()
-            if name == "python_version":
-                results.append(_compare(_version_tuple(env[name]), op, _version_tuple(value)))
-            elif op in ("==", "!="):
-                results.append((env[name] == value) == (op == "=="))
-            else:
-                raise WheelError(f"cannot evaluate the requirement marker {marker!r}")
-        if all(results):
-            return True
-    return False
-
-
-def _requirement_name(req: str) -> tuple[str, str]:
-    """(name, marker) of a ``Requires-Dist`` value."""
-    spec, _, marker = req.partition(";")
-    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
-    if not m:
-        raise WheelError(f"cannot read the requirement {req!r}")
-    return m.group(1), marker.strip()
+def marker_applies(marker: str | Marker, py: tuple[int, int]) -> bool:
+    """Evaluate a requirement marker for a Linux cluster running Python ``py``."""
+    text = str(marker)
+    unknown = [name for name in _UNKNOWN if name in text]
+    if unknown:
+        raise WheelError(f"cannot evaluate the requirement marker {text!r} for the cluster "
+                         f"({unknown[0]} is not known here)")
+    try:
+        parsed = marker if isinstance(marker, Marker) else Marker(marker)
+    except InvalidMarker as exc:
+        raise WheelError(f"cannot evaluate the requirement marker {text!r}") from exc
+    return parsed.evaluate(_cluster_environment(py))
 
 
 def cluster_distributions(py: tuple[int, int], root: str = ROOT_PACKAGE) -> list[str]:
@@ -115,17 +82,20 @@ def cluster_distributions(py: tuple[int, int], root: str = ROOT_PACKAGE) -> list
     todo = [root]
     while todo:
         name = todo.pop(0)
-        if canonical(name) in (canonical(w) for w in wanted):
+        if canonicalize_name(name) in (canonicalize_name(w) for w in wanted):
             continue
         wanted.append(name)
         try:
             requires = metadata.requires(name) or []
         except metadata.PackageNotFoundError:
             continue  # fetched below; its own dependencies are resolved by pip download
-        for req in requires:
-            dep, marker = _requirement_name(req)
-            if not marker or marker_applies(marker, py):
-                todo.append(dep)
+        for text in requires:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement as exc:
+                raise WheelError(f"cannot read the requirement {text!r}") from exc
+            if req.marker is None or marker_applies(req.marker, py):
+                todo.append(req.name)
     return wanted
 
 
@@ -136,20 +106,6 @@ class Built:
     name: str
     path: Path
     how: str  # "repacked" or "downloaded"
-
-
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest}"
-
-
-def _entry(name: str) -> zipfile.ZipInfo:
-    """A zip entry with a fixed date: the same files make the same wheel, byte for byte, so
-    setup can tell an install it has already made (its id is a digest of the wheels)."""
-    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-    info.external_attr = 0o644 << 16
-    info.compress_type = zipfile.ZIP_DEFLATED
-    return info
 
 
 def repack(dist: metadata.Distribution, dest: Path) -> Path:
@@ -170,25 +126,18 @@ def repack(dist: metadata.Distribution, dest: Path) -> Path:
         raise WheelError(f"{name}: an editable install cannot be repacked")
     tag = ".".join(sorted({t.split("-")[0] for t in tags})) + "-none-any"
     filename = f"{re.sub(r'[-.]+', '_', name)}-{dist.version}-{tag}.whl"
-    target = dest / filename
-    record: list[str] = []
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for rel in sorted(files, key=str):
-            parts = rel.parts
-            if parts[0] == ".." or "__pycache__" in parts or rel.suffix == ".pyc":
-                continue
-            if parts[0] == info_dir and len(parts) == 2 and parts[1] in _SKIP_DIST_INFO:
-                continue
-            path = Path(str(dist.locate_file(rel)))
-            if not path.is_file():
-                raise WheelError(f"{name}: installed file {path} is missing; reinstall {name}")
-            data = path.read_bytes()
-            arcname = "/".join(parts)
-            zf.writestr(_entry(arcname), data)
-            record.append(f"{arcname},{_record_hash(data)},{len(data)}")
-        record.append(f"{info_dir}/RECORD,,")
-        zf.writestr(_entry(f"{info_dir}/RECORD"), "\n".join(record) + "\n")
-    return target
+    content: dict[str, bytes] = {}
+    for rel in files:
+        parts = rel.parts
+        if parts[0] == ".." or "__pycache__" in parts or rel.suffix == ".pyc":
+            continue
+        if parts[0] == info_dir and len(parts) == 2 and parts[1] in _SKIP_DIST_INFO:
+            continue
+        path = Path(str(dist.locate_file(rel)))
+        if not path.is_file():
+            raise WheelError(f"{name}: installed file {path} is missing; reinstall {name}")
+        content["/".join(parts)] = path.read_bytes()
+    return write_wheel(dest / filename, content, info_dir)
 
 
 def _download(runner: Runner, name: str, dest: Path, py: tuple[int, int]) -> Path:
@@ -223,7 +172,7 @@ def build_all(runner: Runner, dest: Path, py: tuple[int, int],
                 built.append(Built(name, repack(dist, dest), "repacked"))
                 continue
             except WheelError:
-                if canonical(name) == ROOT_PACKAGE:
+                if canonicalize_name(name) == ROOT_PACKAGE:
                     raise
         built.append(Built(name, _download(runner, name, dest, py), "downloaded"))
     return built

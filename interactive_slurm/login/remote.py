@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from interactive_slurm.base import folders, selfcmd
+from interactive_slurm.base import folders, selfcmd, sshhosts
 from interactive_slurm.base.errors import EndpointError, UsageError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.connect import endpoint
@@ -161,10 +161,7 @@ def ssh_argv(
     argv = [
         "ssh",
         "-o", f"ProxyCommand={connect_command(ep.job_id)}",
-        "-o", f"HostKeyAlias={hostca.job_alias(ep.job_id)}",
-        "-o", f"UserKnownHostsFile={known_hosts}",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", "CheckHostIP=no",
+        *sshhosts.option_args(sshhosts.trust_options(sshhosts.job_alias(ep.job_id), known_hosts)),
         *options,
         "--",
         ep.host,

@@ -3,7 +3,8 @@
 The CA key pair is made once, on first use, in ``<state>/hostca`` (0700; key 0600). Each session
 signs its fresh host key for the principals ``<kind>.interactive-slurm`` and
 ``job<id>.interactive-slurm``; clients trust ``@cert-authority *.interactive-slurm <CA key>`` with
-``StrictHostKeyChecking yes``, so a process that grabs a session's port cannot pass as it.
+``StrictHostKeyChecking yes``, so a process that grabs a session's port cannot pass as it. Those
+names and options are :mod:`interactive_slurm.base.sshhosts`'s, shared with the clients' side.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import getpass
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from interactive_slurm.base import folders
@@ -24,22 +24,7 @@ from interactive_slurm.base.fsutil import (
     write_private_atomic,
 )
 from interactive_slurm.base.runner import Runner
-
-DOMAIN = "interactive-slurm"
-PATTERN = f"*.{DOMAIN}"
-MARKER = "@cert-authority"
-
-
-def kind_alias(kind: str) -> str:
-    return f"{kind}.{DOMAIN}"
-
-
-def job_alias(job_id: str) -> str:
-    return f"job{job_id}.{DOMAIN}"
-
-
-def ca_key() -> Path:
-    return Path(folders.hostca_dir()) / "ca"
+from interactive_slurm.base.sshhosts import CA_MARKER, CA_PATTERN, job_alias, kind_alias
 
 
 def ensure_ca(runner: Runner) -> Path:
@@ -90,44 +75,15 @@ def sign_host_key(
     return cert
 
 
-def key_blob(line: str) -> str:
-    """The base64 key of a ``type blob [comment]`` or ``host type blob`` line ("" if none)."""
-    fields = line.split()
-    for i, field in enumerate(fields[:-1]):
-        if field.startswith(("ssh-", "ecdsa-", "sk-")):
-            return fields[i + 1]
-    return ""
-
-
-def scan_keys(runner: Runner, host: str, port: int, *, certs: bool = False) -> set[str]:
-    """Ed25519 key blobs the sshd at host:port offers (``certs``: its certificates instead).
-
-    One connection per try (``-t ed25519``); an empty answer is tried again, since a busy sshd
-    may drop unauthenticated connections (MaxStartups).
-    """
-    argv = ["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port)]
-    if certs:
-        argv.append("-c")
-    blobs: set[str] = set()
-    for attempt in range(3):
-        result = runner.run([*argv, host], check=False, timeout=15)
-        lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
-        blobs = {key_blob(line) for line in lines} - {""}
-        if blobs:
-            break
-        time.sleep(0.2 * (attempt + 1))
-    return blobs
-
-
 def known_hosts_line(ca_pub: str) -> str:
-    return f"{MARKER} {PATTERN} {ca_pub}"
+    return f"{CA_MARKER} {CA_PATTERN} {ca_pub}"
 
 
 def merge_known_hosts(existing: str, line: str) -> str:
     """``existing`` with our CA line replaced (or added); other lines are kept as they are."""
     kept = [
         row for row in existing.splitlines()
-        if not (row.startswith(MARKER) and row.split()[1:2] == [PATTERN])
+        if not (row.startswith(CA_MARKER) and row.split()[1:2] == [CA_PATTERN])
     ]
     return "\n".join([*kept, line]) + "\n"
 

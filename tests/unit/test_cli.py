@@ -326,6 +326,13 @@ def test_ssh_config_for_a_laptop_hops_through_the_login_node(home: Path) -> None
     assert not (home / "state" / "hostca").exists()
 
 
+def test_ssh_config_writes_a_percent_as_ssh_config_needs_it(home: Path) -> None:
+    """ssh expands %-tokens in a ProxyCommand: a literal % is %% (as in setup's block)."""
+    result = invoke(cli.cli, ["ssh-config", "--login", "login01", "--remote-command", "/opt/100%/bin/is"])
+    assert result.exit_code == 0
+    assert "  ProxyCommand ssh -o ConnectTimeout=30 login01 /opt/100%%/bin/is proxy cpu\n" in result.stdout
+
+
 @needs_ssh_keygen
 def test_ssh_config_under_python_m_names_a_runnable_command(monkeypatch: pytest.MonkeyPatch) -> None:
     main_py = str(Path(cli.__file__).with_name("__main__.py"))

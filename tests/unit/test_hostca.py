@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, sshhosts
 from interactive_slurm.base.errors import UnsafePathError
 from interactive_slurm.base.runner import SubprocessRunner
 from interactive_slurm.node import hostca
 
-from .fakes import FakeRunner, ok
+from .fakes import FakeRunner
 
 CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewKey interactive-slurm host CA of u"
 OLD_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldKey interactive-slurm host CA of u"
@@ -28,8 +28,8 @@ def test_known_hosts_line() -> None:
 
 
 def test_aliases() -> None:
-    assert hostca.kind_alias("gpu") == "gpu.interactive-slurm"
-    assert hostca.job_alias("42") == "job42.interactive-slurm"
+    assert sshhosts.kind_alias("gpu") == "gpu.interactive-slurm"
+    assert sshhosts.job_alias("42") == "job42.interactive-slurm"
 
 
 def test_merge_into_an_empty_file() -> None:
@@ -104,44 +104,5 @@ def test_sign_host_key_certifies_both_principals(tmp_path: Path) -> None:
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("Critical Options:"))
     assert lines[start + 1:end] == ["cpu.interactive-slurm", "job42.interactive-slurm"]
     assert "Key ID: \"interactive-slurm job 42\"" in lines
-    ca_fingerprint = runner.run(["ssh-keygen", "-l", "-f", str(hostca.ca_key()) + ".pub"])
+    ca_fingerprint = runner.run(["ssh-keygen", "-l", "-f", str(Path(folders.hostca_dir()) / "ca.pub")])
     assert ca_fingerprint.stdout.split()[1] in listing  # signed by the user's CA
-
-
-@pytest.mark.parametrize(
-    ("line", "blob"),
-    [
-        ("ssh-ed25519 AAAAC3Nza comment words", "AAAAC3Nza"),
-        ("[node01]:23456 ssh-ed25519 AAAAC3Nza", "AAAAC3Nza"),
-        ("node01 ecdsa-sha2-nistp256 AAAAE2Vj", "AAAAE2Vj"),
-        ("ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1 job42", "AAAAIHNzaC1"),
-        ("# node01:22 SSH-2.0-OpenSSH_9.2", ""),
-        ("ssh-ed25519", ""),
-        ("", ""),
-    ],
-)
-def test_key_blob(line: str, blob: str) -> None:
-    assert hostca.key_blob(line) == blob
-
-
-def test_scan_keys_reads_ssh_keyscan_output() -> None:
-    output = (
-        "# 127.0.0.1:2222 SSH-2.0-OpenSSH_9.2p1 Debian-2\n"
-        "[127.0.0.1]:2222 ssh-ed25519 AAAAkey1\n"
-    )
-    runner = FakeRunner({"ssh-keyscan": ok(output)})
-    assert hostca.scan_keys(runner, "127.0.0.1", 2222) == {"AAAAkey1"}
-    (call,) = runner.calls
-    assert call.argv == ("ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", "2222", "127.0.0.1")
-    assert call.check is False
-
-
-def test_scan_keys_for_certificates_retries_an_empty_answer() -> None:
-    runner = FakeRunner({"ssh-keyscan": [
-        ok(""),
-        ok("[127.0.0.1]:2222 ssh-ed25519-cert-v01@openssh.com AAAAcert1 job42\n"),
-    ]})
-    assert hostca.scan_keys(runner, "127.0.0.1", 2222, certs=True) == {"AAAAcert1"}
-    assert runner.argvs("ssh-keyscan") == [
-        ("ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", "2222", "-c", "127.0.0.1")
-    ] * 2

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from interactive_slurm.base.runner import SubprocessRunner
 from interactive_slurm.install import installs
@@ -26,6 +27,9 @@ from interactive_slurm.laptop import remote_scripts, wheels
     (">=3.8,!=3.9.*", (3, 10), True),
     ("<3.13,>=3.9", (3, 13), False),
     ("~=3.9", (3, 12), True),
+    ("==3.9.*", (3, 9), True),
+    (">3.9", (3, 9), False),  # only the minor version is known: 3.9 is not above 3.9
+    ("not a specifier", (3, 9), True),  # as pip does: an unreadable one excludes nothing
 ])
 def test_requires_python(spec: str | None, py: tuple[int, int], ok: bool) -> None:
     assert wheels.python_ok(spec, py) is ok
@@ -37,17 +41,26 @@ def test_requires_python(spec: str | None, py: tuple[int, int], ok: bool) -> Non
     ('extra == "laptop"', (3, 11), False),
     ('platform_system == "Windows"', (3, 11), False),
     ('sys_platform == "win32" or python_version < "3.10"', (3, 9), True),
+    ('python_version < "3.10" and extra == "test"', (3, 9), False),
+    ('(os_name == "posix" and implementation_name == "cpython") or extra == "x"', (3, 9), True),
 ])
 def test_markers_for_a_linux_cluster(marker: str, py: tuple[int, int], applies: bool) -> None:
     assert wheels.marker_applies(marker, py) is applies
 
 
+@pytest.mark.parametrize("marker", ['platform_machine == "x86_64"', 'python_full_version >= "3.9.1"',
+                                    "python_version <"])
+def test_markers_this_laptop_cannot_answer_for_the_cluster_are_errors(marker: str) -> None:
+    with pytest.raises(wheels.WheelError, match="cannot evaluate the requirement marker"):
+        wheels.marker_applies(marker, (3, 11))
+
+
 def test_cluster_distributions_leave_out_the_laptop_extra() -> None:
-    names = [wheels.canonical(n) for n in wheels.cluster_distributions((3, 9))]
+    names = [canonicalize_name(n) for n in wheels.cluster_distributions((3, 9))]
     assert names[0] == "interactive-slurm"
     assert {"click", "platformdirs", "tomli-w", "tomli"} <= set(names)
     assert "asyncssh" not in names and "cryptography" not in names
-    assert "tomli" not in [wheels.canonical(n) for n in wheels.cluster_distributions((3, 11))]
+    assert "tomli" not in [canonicalize_name(n) for n in wheels.cluster_distributions((3, 11))]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +72,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[wheels.B
 
 def test_repacked_wheels_are_complete_and_recorded(built: tuple[Path, list[wheels.Built]]) -> None:
     _, made = built
-    names = {wheels.canonical(b.name) for b in made}
+    names = {canonicalize_name(b.name) for b in made}
     assert {"interactive-slurm", "click", "platformdirs", "tomli-w", "pip"} <= names
     ours = next(b for b in made if b.name == "interactive-slurm")
     assert ours.how == "repacked"
@@ -72,6 +85,8 @@ def test_repacked_wheels_are_complete_and_recorded(built: tuple[Path, list[wheel
     for name in files:
         if not name.endswith("RECORD"):
             assert f"{name},sha256=" in record
+    info = [i for i, f in enumerate(files) if ".dist-info/" in f]
+    assert info == list(range(len(files) - len(info), len(files)))  # the .dist-info folder last
 
 
 def test_the_same_install_makes_the_same_wheels(built: tuple[Path, list[wheels.Built]],

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from interactive_slurm.base import config
 from interactive_slurm.cli import main as cli
-from interactive_slurm.laptop import changes, setup
+from interactive_slurm.laptop import changes, clusters, setup
 
 CA = ("@cert-authority *.interactive-slurm ssh-ed25519 "
       "AAAAC3NzaC1lZDI1NTE5AAAAIHk4a6kOgCjA1B6ZCfO3W5lQd4Y4bqNH8yQ3 ca")
@@ -39,7 +38,7 @@ def request(home: Path, **kw: object) -> setup.Request:
 
 def plan(req: setup.Request) -> tuple[setup.Report, list[changes.Change]]:
     report = setup.Report()
-    planned = setup.plan_files(req, config.load(), tool="/home/alice/is/current/bin/interactive-slurm",
+    planned = setup.plan_files(req, clusters.load(), tool="/home/alice/is/current/bin/interactive-slurm",
                                install_root="/home/alice/is", ca_line=CA, report=report)
     return report, planned
 
@@ -57,7 +56,7 @@ def test_first_setup_writes_block_known_hosts_and_config(laptop: Path) -> None:
     assert text.startswith("# BEGIN interactive-slurm slurm ") and "Host slurm-gpu" in text
     assert (laptop / ".ssh" / "config").stat().st_mode & 0o777 == 0o600
     assert setup.known_hosts_file("slurm").read_text() == CA + "\n"
-    cluster = config.load().cluster("slurm")
+    cluster = clusters.named(clusters.load(), "slurm")
     assert cluster is not None and cluster.hosts == ("slurm-cpu", "slurm-gpu")
     assert cluster.install == "/home/alice/is" and cluster.login == "login.example.org"
 
@@ -68,7 +67,7 @@ def test_second_cluster_gets_its_own_names_and_the_first_keeps_its_own(laptop: P
     assert report.hosts == ("other-cpu", "other-gpu")
     text = (laptop / ".ssh" / "config").read_text()
     assert text.index("# BEGIN interactive-slurm other") < text.index("# BEGIN interactive-slurm slurm")
-    assert [c.name for c in config.load().clusters] == ["slurm", "other"]
+    assert [c.name for c in clusters.load()] == ["slurm", "other"]
     # Setting up the first again keeps its names and changes nothing.
     _, planned = plan(request(laptop))
     assert not [c.path for c in planned if c.changed]
@@ -80,7 +79,7 @@ def test_a_users_own_host_of_the_same_name_stops_setup_before_any_write(laptop: 
     with pytest.raises(setup.SetupError, match="Host slurm-cpu is already defined outside"):
         plan(request(laptop))
     assert cfg.read_text() == "Host slurm-cpu\n  HostName mine\n"
-    assert not config.load().clusters
+    assert not clusters.load()
 
 
 def test_vscode_files_are_edited_and_a_broken_one_is_left_with_a_note(laptop: Path) -> None:
@@ -96,7 +95,7 @@ def test_vscode_files_are_edited_and_a_broken_one_is_left_with_a_note(laptop: Pa
     [note] = report.manual
     assert note.startswith(f"Cursor: {bad} could not be edited safely")
     assert '"remote.SSH.connectTimeout": 1800' in note
-    cluster = config.load().cluster("slurm")
+    cluster = clusters.named(clusters.load(), "slurm")
     assert cluster is not None and cluster.vscode == (str(good),) and cluster.vscode_globals == (str(good),)
 
 
@@ -114,7 +113,7 @@ def test_uninstall_restores_every_file(laptop: Path) -> None:
     assert cfg.read_text() == "# mine\nHost *\n  User bob\n"
     assert settings.read_text() == '{\n  "editor.fontSize": 14, // mine\n}\n'
     assert not setup.known_hosts_file("slurm").exists()
-    assert not config.load().clusters
+    assert not clusters.load()
 
 
 def test_dry_run_diffs_name_the_files(laptop: Path) -> None:
@@ -138,7 +137,7 @@ def test_windows_block_and_settings_paths(laptop: Path, monkeypatch: pytest.Monk
     ({"login": "-oProxyCommand=evil"}, "login host"),
     ({"install_dir": "relative/path"}, "--install-dir"),
     ({"python": "python3; rm -rf ~"}, "--python"),
-    ({"port": 70000}, "--port"),
+    ({"port": 70000}, "port 70000: expected 1-65535"),
 ])
 def test_request_validates_what_reaches_a_command_line(laptop: Path, kw: dict[str, object],
                                                        message: str) -> None:

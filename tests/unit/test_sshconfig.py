@@ -58,7 +58,7 @@ def test_profile_jump_and_port_reach_the_proxy_command() -> None:
 def test_paths_with_spaces_survive_both_shells() -> None:
     """The ProxyCommand goes through sh -c locally, the remote command through the login shell."""
     b = block(identity="/home/a b/.ssh/id", tool="/opt/my tools/bin/interactive-slurm")
-    command = sshconfig.proxy_command(b, "cpu").replace("%%", "%")
+    command = sshconfig.proxy_command(b, "cpu")
     # What `sh -c` makes of the command: the real shell prints each word it passes on.
     words = subprocess.run(["sh", "-c", "printf '%s\\n' " + command], capture_output=True,
                            text=True, check=True).stdout.splitlines()
@@ -83,8 +83,9 @@ def test_windows_uses_ssh_exe_forward_slashes_and_no_control_master() -> None:
 
 
 def test_percent_is_doubled_for_ssh_tokens() -> None:
-    assert "%%C" in sshconfig.proxy_command(block(), "cpu")
-    assert "100%%" in sshconfig.proxy_command(block(tool="/x/100%/bin/interactive-slurm"), "cpu")
+    assert "/%C " in sshconfig.proxy_command(block(), "cpu")  # as the shell runs it ...
+    assert "/%%C " in sshconfig.render(block())  # ... and as ssh_config says it
+    assert "/x/100%%/bin/" in sshconfig.render(block(tool="/x/100%/bin/interactive-slurm"))
 
 
 USER_CONFIG = """\
@@ -119,7 +120,7 @@ def test_two_clusters_have_their_own_blocks() -> None:
     first = sshconfig.put(USER_CONFIG, sshconfig.render(block()), "slurm")
     other = block(name="other", login="login.other.org", hosts=sshconfig.default_hosts("other", False))
     both = sshconfig.put(first, sshconfig.render(other), "other")
-    assert sshconfig.blocks_in(both) == ["other", "slurm"]
+    assert both.index("# BEGIN interactive-slurm other") < both.index("# BEGIN interactive-slurm slurm")
     assert "Host other-cpu" in both and "Host slurm-cpu" in both
     assert sshconfig.remove(sshconfig.remove(both, "other"), "slurm") == USER_CONFIG
 
@@ -169,6 +170,7 @@ def test_parse_hosts_rejects(value: str) -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("login", "-oProxyCommand=x"), ("user", "a b"), ("jump", "x;y"), ("name", "a/b"), ("port", 0),
+    ("hosts", (("a;b", "cpu"),)), ("hosts", (("a", "tpu"),)),
 ])
 def test_block_validates_what_goes_into_the_file(field: str, value: object) -> None:
     with pytest.raises(ConfigError):

@@ -1,0 +1,79 @@
+"""How a client's ssh reaches a session, named once: the host key names, the options that check a
+session's certificate, and the one renderer of ``Host`` entries for an ssh config.
+
+A session's host key is certified (:mod:`interactive_slurm.node.hostca`) for the principals
+``<kind>.interactive-slurm`` and ``job<id>.interactive-slurm``; a client trusts
+``@cert-authority *.interactive-slurm <CA key>`` and checks with :data:`STRICT_OPTIONS`. Two
+commands write ``Host`` entries with these: ``interactive-slurm ssh-config`` on a login node and
+``setup``'s managed block on a laptop (``laptop/sshconfig.py``); both are :func:`render` with
+their own inputs. Pure, and imports nothing (the laptop, the login node and the CLI all use it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DOMAIN = "interactive-slurm"
+#: The host pattern of the CA line: every session's aliases match it, nothing else does.
+CA_PATTERN = f"*.{DOMAIN}"
+CA_MARKER = "@cert-authority"
+
+#: ssh checks a session's host certificate against the CA line alone: no prompt, no address check.
+STRICT_OPTIONS = (("StrictHostKeyChecking", "yes"), ("CheckHostIP", "no"))
+#: Keepalives on the connection to the session and on the ProxyCommand's hop to the login node.
+KEEPALIVE = ("ServerAliveInterval", "30")
+#: Seconds the hop to the login node may take to connect (never the wait in Slurm's queue: that
+#: is the outer connection's banner wait, so ConnectTimeout goes on the hop's own ssh only).
+LOGIN_CONNECT_TIMEOUT = 30
+
+
+def kind_alias(kind: str) -> str:
+    """The ``HostKeyAlias`` of a ``cpu`` or ``gpu`` host."""
+    return f"{kind}.{DOMAIN}"
+
+
+def job_alias(job_id: str) -> str:
+    """The ``HostKeyAlias`` of one job's session (``remote ssh``)."""
+    return f"job{job_id}.{DOMAIN}"
+
+
+def trust_options(alias: str, known_hosts: str) -> list[tuple[str, str]]:
+    """The options that make ssh accept only a session certified for ``alias`` by the CA line in
+    ``known_hosts``."""
+    return [("HostKeyAlias", alias), ("UserKnownHostsFile", known_hosts), *STRICT_OPTIONS]
+
+
+def option_args(options: Iterable[tuple[str, str]]) -> list[str]:
+    """``-o KEY=VALUE`` arguments for the ssh command line."""
+    return [arg for key, value in options for arg in ("-o", f"{key}={value}")]
+
+
+@dataclass(frozen=True)
+class Host:
+    """One ``Host`` entry: its alias, its kind, and how ssh gets there."""
+
+    alias: str
+    kind: str
+    proxy_command: str  # a shell command line, as ``sh -c`` runs it (``%`` is escaped on writing)
+    known_hosts: str    # the file with the CA line
+    login: tuple[tuple[str, str], ...] = ()  # more options, right after ProxyCommand (User, ...)
+
+
+def config_value(value: str) -> str:
+    """A value as ssh_config reads it: in double quotes when it has a space."""
+    return f'"{value}"' if " " in value else value
+
+
+def host_lines(host: Host) -> list[str]:
+    """The ``Host`` line and its options, indented."""
+    # ssh expands %-tokens in a ProxyCommand: a literal % is written %%.
+    lines = [f"Host {host.alias}", f"  ProxyCommand {host.proxy_command.replace('%', '%%')}"]
+    options = [*host.login, *trust_options(kind_alias(host.kind), host.known_hosts), KEEPALIVE]
+    return lines + [f"  {key} {config_value(value)}" for key, value in options]
+
+
+def render(head: Sequence[str], hosts: Iterable[Host], tail: Sequence[str]) -> str:
+    """``head`` lines, each host's entry, ``tail`` lines; ends with a newline."""
+    lines = [*head, *(line for host in hosts for line in host_lines(host)), *tail]
+    return "\n".join(lines) + "\n"
