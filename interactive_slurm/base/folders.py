@@ -27,8 +27,7 @@ home directory is the usual one). State layout::
 
 Container images prepared for sessions are cached per user under platformdirs' user cache dir
 (``images/``, see node/imagecache.py). Installs (versioned venvs, see install/installs.py) live
-under the install root: the root of the running install when it is one, else platformdirs' user
-data dir (``~/.local/share/interactive-slurm``).
+under the install root: the root of the running install when it is one, else :func:`data_dir`.
 """
 
 from __future__ import annotations
@@ -152,13 +151,8 @@ def lock_file() -> str:
     return os.path.join(state_dir(), "lock")
 
 
-def install_root() -> str:
-    """Where versioned installs live: the running install's root, else the user data dir."""
-    from interactive_slurm.install import installs
-
-    root = installs.root_of(sys.prefix)
-    if root is not None:
-        return str(root)
+def data_dir() -> str:
+    """The user data dir (``~/.local/share/interactive-slurm``): where installs live by default."""
     base = override()
     if base:
         return os.path.join(base, "data")

@@ -41,7 +41,7 @@ def check_cmd() -> None:
     from interactive_slurm.install import updater
 
     cfg = config.load()
-    status = updater.check(Path(folders.install_root()), cfg.update, _say)
+    status = updater.check(updater.install_root(), cfg.update, _say)
     click.echo(f"install root: {status.root}")
     click.echo(f"installed:    {status.current or 'none'}"
                + (f" (also: {', '.join(v for v in status.installed if v != status.current)})"
@@ -92,7 +92,7 @@ def update_cmd(to: str | None, rollback: bool, enable: str | None, auto: bool) -
         return
     from interactive_slurm.install import updater
 
-    root = Path(folders.install_root())
+    root = updater.install_root()
     if auto:
         sys.exit(updater.auto_check(cli_base.runner(), root, _log))
     vid: str | None

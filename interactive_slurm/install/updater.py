@@ -112,6 +112,11 @@ def is_newer(candidate: str, installed: str | None) -> bool:
 
 # --- the git source -----------------------------------------------------------------------------
 
+def install_root() -> Path:
+    """Where versioned installs live: the running install's root, else the user data dir."""
+    return installs.root_of(sys.prefix) or Path(folders.data_dir())
+
+
 def git_reason(stderr: str, status: object) -> str:
     """The line of git's stderr that says what is wrong: its first ``fatal:``/``error:`` line
     (the lines after it are generic advice, such as "...and the repository exists."), else its

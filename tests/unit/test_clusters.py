@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -90,16 +89,3 @@ def test_setup_options_and_the_tables_share_the_rules() -> None:
     clusters.check_login("slurm", "login.example.org", "alice", 22, None)
     with pytest.raises(ConfigError, match="port 70000: expected 1-65535"):
         clusters.check_login("slurm", "login.example.org", "alice", 70000, "")
-
-
-def test_base_imports_no_machines_folder() -> None:
-    """base/ is shared by every machine: no import runs back up into laptop/, login/, node/, cli/."""
-    base = Path(config.__file__).parent
-    for source in sorted(base.glob("*.py")):
-        for node in ast.walk(ast.parse(source.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-            for name in names:
-                parts = name.split(".")
-                assert not (parts[0] == "interactive_slurm" and len(parts) > 1
-                            and parts[1] in ("laptop", "login", "node", "cli")), f"{source.name}: {name}"

@@ -250,7 +250,7 @@ def test_root_and_id_of_a_versioned_install(tmp_path: Path) -> None:
 
 
 def test_install_root_outside_a_versioned_install(home: Path) -> None:
-    assert Path(folders.install_root()) == home / "data"
+    assert updater.install_root() == home / "data"
 
 
 def fake_install(root: Path, vid: str, mtime: float) -> None:
