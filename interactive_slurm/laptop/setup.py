@@ -246,20 +246,67 @@ async def _json(login: Login, argv: list[str], *, input: str | None = None) -> d
         data = {}
     if result.exit_status != 0 or not data or "error" in data:
         detail = data.get("error") or str(result.stderr or result.stdout or "no output").strip()
-        raise SetupError(f"on {login.target.host}: {detail.splitlines()[-1] if detail else 'failed'}")
+        last = detail.splitlines()[-1] if detail else "failed"
+        raise SetupError(f"on {login.target.host}: {printable(last)}")
     return data
 
 
 async def probe(login: Login, req: Request, pub: str) -> Probe:
     data = await _json(login, [req.python, "-c", remote_scripts.PROBE, req.install_dir, pub])
-    py = (int(data["python"][0]), int(data["python"][1]))
-    if py < (3, 9):
+    found = check_probe(data, req.login)
+    if found.python < (3, 9):
+        py = found.python
         raise SetupError(
             f"{req.login}: {req.python} is Python {py[0]}.{py[1]}; interactive-slurm needs 3.9 or "
             "newer on the cluster (try --python python3.11, or `module load python` in ~/.bashrc)"
         )
-    return Probe(py, str(data["home"]), str(data["root"]), bool(data["authorized"]),
-                 data["current"])
+    return found
+
+
+#: A path the login node may name (the install root, the home directory): absolute, and only
+#: characters that need no quoting anywhere (ssh options, the shell, VS Code's settings).
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@,/-]{0,1023}\Z", re.ASCII)
+
+
+def check_path(value: object, what: str, where: str) -> str:
+    if not (isinstance(value, str) and _SAFE_PATH.match(value)
+            and ".." not in value.split("/") and "//" not in value):
+        raise SetupError(f"{where} answered {what} = {printable(repr(value))}: not an absolute "
+                         "path of letters, digits and ._+@,/- without '..'; refusing to use it")
+    return value
+
+
+def check_probe(data: dict[str, Any], where: str) -> Probe:
+    """The login node's answers to :data:`remote_scripts.PROBE`, each checked before it goes
+    anywhere (a hostile login node must not be able to put an ssh option, a path outside the
+    install or a terminal escape into the laptop's files or terminal)."""
+    py = data.get("python")
+    if not (isinstance(py, list) and len(py) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1000 for n in py)):
+        raise SetupError(f"{where} answered python = {printable(repr(py))}: expected [major, minor]")
+    authorized, current = data.get("authorized"), data.get("current")
+    if not isinstance(authorized, bool):
+        raise SetupError(f"{where} answered authorized = {printable(repr(authorized))}: "
+                         "expected true or false")
+    if current is not None and not (isinstance(current, str) and _is_install_id(current)):
+        raise SetupError(f"{where} answered current = {printable(repr(current))}: "
+                         "expected an install id")
+    return Probe((py[0], py[1]), check_path(data.get("home"), "home", where),
+                 check_path(data.get("root"), "root", where), authorized, current)
+
+
+def _is_install_id(text: str) -> bool:
+    try:
+        installs.check_id(text)
+    except installs.InstallError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal could act on (escapes, controls) shown as a
+    Python escape: what a login node sends is never printed raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 async def install(login: Login, req: Request, root: str, vid: str, wheel_files: list[Path]) -> None:

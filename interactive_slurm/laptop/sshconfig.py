@@ -101,8 +101,9 @@ def proxy_argv(block: Block, kind: str) -> list[str]:
     if block.jump:
         argv += ["-J", block.jump]
     # The remote command is one argument: the login node's shell splits it again, so each of
-    # its words is quoted for that (POSIX) shell.
-    argv += ["-T", block.login, shlex.join(remote)]
+    # its words is quoted for that (POSIX) shell. ``--``: OpenSSH reads options after the host
+    # too; whatever the login node named as the install, it can never turn on a client option.
+    argv += ["-T", "--", block.login, shlex.join(remote)]
     return argv
 
 

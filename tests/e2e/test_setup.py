@@ -296,3 +296,27 @@ def test_setup_with_2fa_keeps_user_files_and_shares_the_login(laptop: Laptop, lo
     assert (codium_dir / "settings.json").read_text() == BROKEN_JSON
     assert not (laptop.home / ".config" / "interactive-slurm" / "known_hosts-slurm").exists()
     assert not (laptop.home / ".config" / "interactive-slurm" / "config.toml").exists()
+
+
+def test_a_hostile_login_node_cannot_change_the_laptops_ssh_options(laptop: Laptop,
+                                                                    login_node: LoginNode) -> None:
+    """Issue 17, item 1: the login node answers setup's probe with an install root that would
+    be read as ssh options (agent and X11 forwarding to the login node) and a terminal escape.
+    Setup refuses with one line that shows the value escaped, and writes no ssh config."""
+    hostile = CLUSTER_HOME / f"hostile-python-{os.getpid()}"
+    answer = ('{"python": [3, 11], "home": "/home/x", "root": "-AYKoSendEnv=x\\u001b]0;owned\\u0007",'
+              ' "authorized": true, "current": null}')
+    hostile.write_text(f"#!/bin/sh\ncat <<'EOF'\n{answer}\nEOF\n")
+    hostile.chmod(0o755)
+    try:
+        code, out = laptop.setup(
+            "127.0.0.1", "--port", str(login_node.pw_port), "--user", laptop.env["USER"],
+            "--install-dir", str(laptop.install), "--python", str(hostile), "--yes",
+            answers=[(r"Make a new ed25519 key there\?", "y"), (r"password: ", login_node.password),
+                     (r"Passphrase for the new key", "")])
+    finally:
+        hostile.unlink()
+    assert code == 1, out
+    assert r"answered root = '-AYKoSendEnv=x\x1b]0;owned\x07': not an absolute path" in out
+    assert "\x1b]0;owned" not in out  # never printed raw
+    assert not laptop.ssh_config.exists() and not laptop.install.exists()

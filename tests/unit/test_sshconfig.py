@@ -33,7 +33,7 @@ def test_block_text_is_exact() -> None:
         "  ProxyCommand ssh -o ControlMaster=auto"
         " -o ControlPath=/home/alice/.ssh/interactive-slurm-cm/%%C -o ControlPersist=30m"
         " -o ServerAliveInterval=30 -o ConnectTimeout=30 -i /home/alice/.ssh/id_ed25519 -p 22 -l alice"
-        " -T login.example.org"
+        " -T -- login.example.org"
         " '/home/alice/.local/share/interactive-slurm/current/bin/interactive-slurm proxy cpu'\n"
         "  User alice\n"
         "  IdentityFile /home/alice/.ssh/id_ed25519\n"
