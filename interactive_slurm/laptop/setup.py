@@ -42,7 +42,8 @@ DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
 DEFAULT_NAME = "slurm"
 VSCODE_CONNECT_TIMEOUT = defaults.WAIT_TIMEOUT  # the proxy's default wait for a queued job
 _CA_LINE = re.compile(rf"^{re.escape(sshhosts.CA_MARKER)} {re.escape(sshhosts.CA_PATTERN)} "
-                      r"(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) ([A-Za-z0-9+/]+={0,3})( [^\n]*)?$")
+                      r"(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) ([A-Za-z0-9+/]+={0,3})"
+                      r"( [\x20-\x7e]{0,200})?$")  # a comment: printable ASCII only
 
 
 class SetupError(InteractiveSlurmError):

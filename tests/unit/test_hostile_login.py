@@ -73,3 +73,15 @@ def test_no_accepted_install_root_changes_a_client_option(root: str) -> None:
     assert options(argv[1:]) == options(argv[1:-1])
     hostile = [*argv[1:-3], "login.example.org", "-AYKoSendEnv=x/current/bin/interactive-slurm"]
     assert options(hostile) != options(argv[1:-1])  # what `--` and the check keep out
+
+
+@pytest.mark.parametrize("line", [
+    "@cert-authority *.interactive-slurm ssh-ed25519 AAAA x\x1b]0;owned\x07",
+    "@cert-authority * ssh-ed25519 AAAA",
+    "@cert-authority *.interactive-slurm ssh-ed25519 AAAA\n@cert-authority * ssh-rsa BBBB",
+    "*.interactive-slurm ssh-ed25519 AAAA",
+])
+def test_a_hostile_ca_line_is_refused_and_shown_escaped(line: str) -> None:
+    with pytest.raises(setup.SetupError) as info:
+        setup.check_ca_line(line, "login:tool")
+    assert str(info.value).isprintable()
