@@ -100,6 +100,20 @@ class _Client(asyncssh.SSHClient):
         return [self._term.ask(label + prompt, secret=not echo) for prompt, echo in prompts]
 
 
+def reason(exc: BaseException) -> str:
+    """What went wrong, in words, for any exception of the login (asyncssh, the OS, asyncio):
+    never empty, never a bare colon. The one place these are turned into text."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(getattr(exc, "reason", "") or "").strip()
+    if not text and isinstance(exc, OSError):
+        text = (exc.strerror or "").strip()
+    text = text or str(exc).strip()
+    if not text and exc.__cause__ is not None:
+        return reason(exc.__cause__)
+    return text or f"{type(exc).__name__} (no detail)"
+
+
 def _load_key(identity: Path, term: Terminal) -> asyncssh.SSHKey | None:
     if not identity.exists():
         return None
@@ -107,14 +121,42 @@ def _load_key(identity: Path, term: Terminal) -> asyncssh.SSHKey | None:
         return asyncssh.read_private_key(identity)
     except asyncssh.KeyImportError as exc:
         if "passphrase" not in str(exc).lower() or not term.interactive:
-            raise LoginError(f"{identity}: {exc}") from exc
+            raise LoginError(f"{identity}: {reason(exc)}") from exc
     for _ in range(3):
         passphrase = term.ask(f"Passphrase for {identity}: ", secret=True)
         try:
             return asyncssh.read_private_key(identity, passphrase)
-        except asyncssh.KeyEncryptionError:
+        except asyncssh.KeyEncryptionError as exc:
+            if "bcrypt" in str(exc):  # the passphrase may be right: the library cannot check it
+                raise LoginError(f"{identity}: {exc}; install it with "
+                                 "pip install 'asyncssh[bcrypt]'") from exc
             term.say("wrong passphrase")
-    raise LoginError(f"{identity}: wrong passphrase")
+    raise LoginError(f"{identity}: wrong passphrase (3 tries)")
+
+
+async def _agent_keys(identity: Path) -> tuple[Any, list[asyncssh.SSHKeyPair]]:
+    """The ssh-agent (``$SSH_AUTH_SOCK``) and its keys that are ``identity``'s, as OpenSSH
+    would offer them for ``IdentityFile identity``: no passphrase is asked for a key the agent
+    holds. (None, []) when there is no agent, no ``.pub`` file or no such key in it."""
+    sock = os.environ.get("SSH_AUTH_SOCK", "")
+    pub = identity.with_name(identity.name + ".pub")
+    if not sock or not pub.exists():
+        return None, []
+    try:
+        wanted = asyncssh.read_public_key(pub).public_data
+        agent = await asyncssh.connect_agent(sock)
+    except (OSError, ValueError, asyncssh.Error):
+        return None, []
+    if agent is None:
+        return None, []
+    try:
+        keys = [k for k in await agent.get_keys() if k.public_data == wanted]
+    except (OSError, ValueError, asyncssh.Error):
+        keys = []
+    if not keys:
+        agent.close()
+        return None, []
+    return agent, keys
 
 
 class Login:
@@ -125,28 +167,39 @@ class Login:
         self.conn = conn
         self._hops = hops
         self.target = target
+        self._agent: Any = None  # the ssh-agent whose key signs, kept open while logged in
 
     @classmethod
     async def open(cls, target: Target, term: Terminal) -> Login:
-        key = _load_key(target.identity, term)
+        agent, agent_keys = await _agent_keys(target.identity)
+        keys: list[Any] = list(agent_keys)
+        if not keys:
+            key = _load_key(target.identity, term)
+            keys = [key] if key else []
         hops: list[asyncssh.SSHClientConnection] = []
         try:
             tunnel: Any = ()
             chain = _parse_jump(target.jump, target.user) if target.jump else []
             for host, port, user in [*chain, (target.host, target.port, target.user)]:
-                conn = await _connect(host, port, user, key, term, tunnel)
+                conn = await _connect(host, port, user, keys, term, tunnel)
                 hops.append(conn)
                 tunnel = conn
         except BaseException:
             for hop in reversed(hops):
                 hop.close()
+            if agent is not None:
+                agent.close()
             raise
-        return cls(hops[-1], hops[:-1], target)
+        login = cls(hops[-1], hops[:-1], target)
+        login._agent = agent
+        return login
 
     async def close(self) -> None:
         for conn in [self.conn, *reversed(self._hops)]:
             conn.close()
             await conn.wait_closed()
+        if self._agent is not None:
+            self._agent.close()
 
     async def run(self, argv: Sequence[str], *, input: str | None = None,
                   check: bool = True, timeout: float = 600) -> asyncssh.SSHCompletedProcess:
@@ -155,7 +208,7 @@ class Login:
         try:
             result = await asyncio.wait_for(self.conn.run(command, input=input, check=False), timeout)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-            raise LoginError(f"on {self.target.host}: {command[:80]}: {exc or 'timed out'}") from exc
+            raise LoginError(f"on {self.target.host}: {command[:80]}: {reason(exc)}") from exc
         if check and result.exit_status != 0:
             err = str(result.stderr or result.stdout or "no output").strip().splitlines()
             raise LoginError(
@@ -172,10 +225,10 @@ class Login:
                 await sftp.chmod(remote_dir, 0o700)
                 await sftp.put([str(f) for f in files], remote_dir)
         except (OSError, asyncssh.Error) as exc:
-            raise LoginError(f"uploading to {self.target.host}:{remote_dir} failed: {exc}") from exc
+            raise LoginError(f"uploading to {self.target.host}:{remote_dir} failed: {reason(exc)}") from exc
 
 
-async def _connect(host: str, port: int, user: str, key: asyncssh.SSHKey | None, term: Terminal,
+async def _connect(host: str, port: int, user: str, keys: list[Any], term: Terminal,
                    tunnel: Any) -> asyncssh.SSHClientConnection:
     label = f"{user}@{host}"
     known = known_hosts_path()
@@ -184,7 +237,7 @@ async def _connect(host: str, port: int, user: str, key: asyncssh.SSHKey | None,
         return asyncssh.connect(
             host, port, tunnel=tunnel, username=user,
             client_factory=lambda: _Client(term, label),
-            client_keys=[key] if key else None, agent_path=None,
+            client_keys=keys or None, agent_path=None,
             known_hosts=str(known) if known.exists() else (), config=(),
             connect_timeout=30, preferred_auth="publickey,keyboard-interactive,password",
         )
@@ -197,14 +250,14 @@ async def _connect(host: str, port: int, user: str, key: asyncssh.SSHKey | None,
             await _trust_new_host_key(host, port, term, tunnel, known)
             conn = await attempt()
     except asyncssh.PermissionDenied as exc:
-        raise LoginError(f"{label} port {port}: permission denied ({exc.reason})") from exc
+        raise LoginError(f"{label} port {port}: permission denied ({reason(exc)})") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
         raise LoginError(
             f"{host} port {port}: host key does not match {known} ({exc.reason}); "
             "if the host key really changed, remove the old line there"
         ) from exc
     except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-        raise LoginError(f"cannot connect to {label} port {port}: {exc or 'timed out'}") from exc
+        raise LoginError(f"cannot connect to {label} port {port}: {reason(exc)}") from exc
     return conn
 
 

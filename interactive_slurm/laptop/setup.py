@@ -118,11 +118,18 @@ def make_key(identity: Path, passphrase: str | None) -> None:
     key = asyncssh.generate_private_key(
         "ssh-ed25519", comment=f"{getpass.getuser()}@{socket.gethostname()} (interactive-slurm)"
     )
+    try:  # both exported before a file is made: a failure leaves no empty key file behind
+        private = key.export_private_key("openssh", passphrase or None)
+        public = key.export_public_key("openssh")
+    except (asyncssh.KeyExportError, ValueError) as exc:
+        raise SetupError(f"cannot write the new key {identity}: {exc}"
+                         + ("; install it with pip install 'asyncssh[bcrypt]'"
+                            if "bcrypt" in str(exc) else "")) from exc
     fd = os.open(identity, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key.export_private_key("openssh", passphrase or None))
+        fh.write(private)
     os.chmod(identity, 0o600)
-    identity.with_name(identity.name + ".pub").write_bytes(key.export_public_key("openssh"))
+    identity.with_name(identity.name + ".pub").write_bytes(public)
 
 
 # --- local paths --------------------------------------------------------------------------------
