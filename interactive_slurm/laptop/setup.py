@@ -451,10 +451,21 @@ def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool
     if remove_install:
         asyncio.run(_remove_install(cluster, term))
         report.add(f"removed {cluster.login}:{cluster.install}")
-    if platform.system() != "Windows" and stop_shared_login(runner, cluster):
-        report.add(f"closed the shared login connection to {cluster.login}")
+    login = f"{cluster.user}@{cluster.login} port {cluster.port}" + (
+        f" via {cluster.jump}" if cluster.jump else "")
+    sharing = [c.name for c in clusters.load() if c.name != name and _same_login(c, cluster)]
+    if sharing:
+        report.add(f"kept the shared login connection to {login}: cluster "
+                   f"{', '.join(sharing)} uses it too")
+    elif platform.system() != "Windows" and stop_shared_login(runner, cluster):
+        report.add(f"closed the shared login connection to {login}")
     apply_all(planned, report)
     return report
+
+
+def _same_login(a: Cluster, b: Cluster) -> bool:
+    """Whether two clusters share one login connection (ssh's ``%C``: host, port, user, jump)."""
+    return (a.login, a.port, a.user, a.jump or "") == (b.login, b.port, b.user, b.jump or "")
 
 
 async def _remove_install(cluster: Cluster, term: Terminal) -> None:

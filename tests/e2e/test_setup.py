@@ -289,7 +289,7 @@ def test_setup_with_2fa_keeps_user_files_and_shares_the_login(laptop: Laptop, lo
     # Uninstall: every file as it was, byte for byte.
     code, out = run_on_pty([str(TOOL), "setup", "--uninstall", "--yes"], laptop.env, [], 60)
     assert code == 0, out
-    assert "closed the shared login connection to 127.0.0.1" in out
+    assert f"closed the shared login connection to {laptop.env['USER']}@127.0.0.1 port {port}" in out
     assert not list((laptop.home / ".ssh" / "interactive-slurm-cm").iterdir())
     assert laptop.ssh_config.read_text() == USER_SSH_CONFIG
     assert (code_dir / "settings.json").read_text() == SETTINGS_JSONC
@@ -320,3 +320,33 @@ def test_a_hostile_login_node_cannot_change_the_laptops_ssh_options(laptop: Lapt
     assert r"answered root = '-AYKoSendEnv=x\x1b]0;owned\x07': not an absolute path" in out
     assert "\x1b]0;owned" not in out  # never printed raw
     assert not laptop.ssh_config.exists() and not laptop.install.exists()
+
+
+def test_uninstalling_one_cluster_keeps_the_others_open_shell(laptop: Laptop,
+                                                              login_node: LoginNode) -> None:
+    """Issue 20, item 2: two clusters behind the same login host share one login connection;
+    `setup --uninstall --name lab` must not close it under the other cluster's open shell."""
+    port = str(login_node.pw_port)
+    args = ["127.0.0.1", "--port", port, "--user", laptop.env["USER"], "--install-dir",
+            str(laptop.install), "--yes", "--no-vscode"]
+    code, out = laptop.setup(*args, answers=[(r"Make a new ed25519 key there\?", "y"),
+                                             (r"password: ", login_node.password),
+                                             (r"Passphrase for the new key", "")])
+    assert code == 0, out
+    code, out = laptop.setup(*args, "--name", "lab", answers=[])
+    assert code == 0, out
+    assert "Host lab-cpu" in laptop.ssh_config.read_text()
+    shell = subprocess.Popen(
+        ["ssh", "-F", str(laptop.ssh_config), "-o", "BatchMode=yes", "slurm-cpu",
+         "echo started; sleep 20; echo still-alive"],
+        env=laptop.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert shell.stdout is not None and shell.stdout.readline().strip() == "started"
+    code, out = run_on_pty([str(TOOL), "setup", "--uninstall", "--name", "lab", "--yes"],
+                           laptop.env, [], 60)
+    assert code == 0, out
+    assert (f"kept the shared login connection to {laptop.env['USER']}@127.0.0.1 port {port}: "
+            "cluster slurm uses it too") in out
+    rest, err = shell.communicate(timeout=60)
+    assert shell.returncode == 0 and rest.strip() == "still-alive", err
+    assert "Host lab-cpu" not in laptop.ssh_config.read_text()
+    assert "Host slurm-cpu" in laptop.ssh_config.read_text()
