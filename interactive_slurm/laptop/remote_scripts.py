@@ -63,12 +63,33 @@ print(json.dumps({"added": added, "file": ak}))
 """
 
 # argv: install root (absolute). Removes an install made by setup: only a folder that has the
-# layout of interactive_slurm.install.installs (versions/ and a current link), nothing else.
+# layout of interactive_slurm.install.installs (versions/ and a current link), nothing else, and
+# only while none of the user's sessions runs (a session runs from its install: removed under
+# it, it could be neither reached nor cancelled with `remote cancel`).
 UNINSTALL = r"""
-import json, os, shutil, sys
+import json, os, shutil, subprocess, sys
 root = sys.argv[1]
+tool = os.path.join(root, "current", "bin", "interactive-slurm")
 if not (os.path.isdir(os.path.join(root, "versions")) and os.path.islink(os.path.join(root, "current"))):
     print(json.dumps({"error": root + " does not look like an interactive-slurm install; left alone"}))
+    sys.exit(1)
+try:
+    out = subprocess.run(["squeue", "--me", "--noheader", "--format=%i %j"], capture_output=True,
+                         text=True, timeout=60)
+except (OSError, subprocess.TimeoutExpired) as exc:
+    print(json.dumps({"error": "cannot ask Slurm whether sessions still run (" + str(exc) +
+                      "); the install was left in place"}))
+    sys.exit(1)
+if out.returncode != 0:
+    print(json.dumps({"error": "squeue failed (" + (out.stderr.strip() or "no output") +
+                      "); the install was left in place"}))
+    sys.exit(1)
+jobs = [line.split()[0] for line in out.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].startswith("vscode-remote-")]
+if jobs:
+    print(json.dumps({"error": "sessions still run from " + root + " (job " + ", ".join(jobs) +
+                      "); end them first with `" + tool + " remote cancel --all --yes`, then "
+                      "run this again"}))
     sys.exit(1)
 shutil.rmtree(root)
 print(json.dumps({"removed": root}))

@@ -217,6 +217,33 @@ def test_uninstall_program_removes_only_an_install(tmp_path: Path) -> None:
     assert other.exists()
 
 
+@pytest.mark.parametrize(("queue", "removed"), [
+    ("12 vscode-remote-cpu\n13 myjob\n", False),
+    ("13 myjob\n", True),
+    ("", True),
+])
+def test_uninstall_program_leaves_an_install_that_sessions_run_from(
+    tmp_path: Path, queue: str, removed: bool,
+) -> None:
+    """Issue 20: --remove-install stranded running sessions (neither reachable nor cancellable)."""
+    root = tmp_path / "inst"
+    (root / "versions" / "0.1.0-a").mkdir(parents=True)
+    (root / "current").symlink_to("versions/0.1.0-a")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\nprintf '%s' '{queue}'\n")
+    squeue.chmod(0o755)
+    proc = subprocess.run([sys.executable, "-I", "-c", remote_scripts.UNINSTALL, str(root)],
+                          capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert root.exists() is not removed
+    if not removed:
+        assert proc.returncode == 1
+        assert f"sessions still run from {root} (job 12)" in proc.stdout
+        assert "remote cancel --all --yes" in proc.stdout
+
+
 def test_a_dependency_too_new_for_the_clusters_python_is_downloaded_for_it(tmp_path: Path) -> None:
     """click 8.2+ needs Python 3.10: for a 3.9 cluster, pip download picks one that runs there."""
     from importlib import metadata
