@@ -3,13 +3,16 @@
 Every file ``setup`` touches on the laptop (``~/.ssh/config``, VS Code's settings, ``config.toml``,
 the managed known_hosts) goes through :class:`Change`: ``--dry-run`` prints :meth:`Change.diff`;
 otherwise :meth:`Change.apply` keeps a timestamped backup of a file it changes, writes the new
-text atomically (a temp file in the same folder, then rename) with mode 0600 whatever the umask,
+text atomically (a temp file in the same folder, then rename) with the file's own mode (0600 for a
+new one) whatever the umask,
 and follows a symlinked file to its target (dotfile managers keep their link).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +56,11 @@ class Change:
         else:
             if not target.parent.exists():
                 folders.ensure_private_dir(target.parent)
-            fsutil.write_private_atomic(target, self.after)
+            try:  # an existing file keeps its mode (a settings.json of 0644 stays 0644)
+                mode = stat.S_IMODE(os.stat(target).st_mode)
+            except FileNotFoundError:
+                mode = 0o600
+            fsutil.write_private_atomic(target, self.after, mode=mode)
         return backup
 
 

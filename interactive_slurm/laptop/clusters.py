@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,8 @@ class Cluster:
     known_hosts: str = ""        # the managed known_hosts with the cluster's @cert-authority line
     vscode: tuple[str, ...] = ()          # VS Code settings files setup changed
     vscode_globals: tuple[str, ...] = ()  # ... of which setup added the global keys
+    #: settings file -> {setting: the user's own value that setup replaced}: put back by uninstall
+    vscode_before: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 _STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
@@ -123,8 +125,10 @@ def parse_table(name: str, table: Any, source: Path) -> Cluster:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}: {key} = {value!r}: expected a list of strings")
             value = tuple(value)
+        elif key == "vscode_before":
+            value = _parse_before(value, f"{where}: vscode_before")
         elif key != "port":
-            valid = ", ".join((*_STR, "port", *_LIST))
+            valid = ", ".join((*_STR, "port", *_LIST, "vscode_before"))
             raise ConfigError(f"{where}: {key} = {value!r}: unknown key; valid keys: {valid}")
         values[key] = value
     for key in ("login", "user"):
@@ -138,6 +142,20 @@ def parse_table(name: str, table: Any, source: Path) -> Cluster:
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return Cluster(**values)
+
+
+def _parse_before(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``vscode_before``: a table of settings files, each a table of JSON scalars."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} = {value!r}: expected a table of settings files")
+    out: dict[str, dict[str, Any]] = {}
+    for path, settings in value.items():
+        if not isinstance(settings, dict) or not all(
+                isinstance(k, str) and isinstance(v, (bool, int, float, str))
+                for k, v in settings.items()):
+            raise ConfigError(f"{where}.{path!r} = {settings!r}: expected a table of values")
+        out[path] = dict(settings)
+    return out
 
 
 def parse(data: Mapping[str, Any], source: Path) -> tuple[Cluster, ...]:

@@ -192,6 +192,7 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
     # VS Code
     vscode_files: list[str] = []
     vscode_globals: list[str] = []
+    vscode_before: dict[str, dict[str, Any]] = {}
     if req.vscode:
         for product, settings in vscode.settings_files(req.system, Path.home(), os.environ):
             current = changes.read(settings)
@@ -206,6 +207,9 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
             vscode_files.append(str(settings))
             if jsonc.get(current or "", [vscode.SHOW_LOGIN_TERMINAL]) is jsonc.MISSING:
                 vscode_globals.append(str(settings))
+            replaced = vscode.replaced(current or "", VSCODE_CONNECT_TIMEOUT)
+            if replaced:
+                vscode_before[str(settings)] = replaced
             out.append(changes.Change(settings, current, new))
     # config.toml: what was set up
     old = clusters.named(set_up, req.name)
@@ -217,6 +221,9 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
         "vscode": sorted(set(vscode_files) | set(old.vscode if old else ())),
         "vscode_globals": sorted(set(vscode_globals) | set(old.vscode_globals if old else ())),
     }
+    before_all = {**vscode_before, **{k: dict(v) for k, v in (old.vscode_before if old else {}).items()}}
+    if before_all:  # the first value seen stays: later runs see setup's own
+        entry["vscode_before"] = before_all
     out.append(config_change(lambda data: data.setdefault("clusters", {}).__setitem__(req.name, entry)))
     return out
 
@@ -406,22 +413,32 @@ def plan_uninstall(name: str) -> tuple[Cluster, list[changes.Change]]:
         path = Path(cluster.known_hosts)
         out.append(changes.Change(path, changes.read(path), None, backup=False))
     others = [c for c in set_up if c.name != name]
+    handed: dict[str, dict[str, dict[str, Any]]] = {c.name: {} for c in others}
     for settings in cluster.vscode:
         path = Path(settings)
         before = changes.read(path)
         if before is None:
             continue
-        remove_globals = settings in cluster.vscode_globals and not any(
-            settings in c.vscode for c in others)
+        shared = [c for c in others if settings in c.vscode]
+        restore = cluster.vscode_before.get(settings, {})
+        remove_globals = (settings in cluster.vscode_globals or bool(restore)) and not shared
+        if shared and restore:  # still needed by another cluster: it puts them back later
+            handed[shared[0].name][settings] = dict(restore)
         try:
             new = vscode.unplan(before, list(cluster.hosts), remove_globals=remove_globals,
-                                connect_timeout=VSCODE_CONNECT_TIMEOUT)
+                                connect_timeout=VSCODE_CONNECT_TIMEOUT, restore=restore)
         except vscode.VSCodeSettingsError:
             continue  # a file the user broke since: left alone, said by the caller
         out.append(changes.Change(path, before, new))
 
     def drop(data: dict[str, Any]) -> None:
-        data.get("clusters", {}).pop(name, None)
+        tables = data.get("clusters", {})
+        tables.pop(name, None)
+        for other, files in handed.items():
+            if files and other in tables:
+                before = tables[other].setdefault("vscode_before", {})
+                for path, values in files.items():
+                    before.setdefault(path, values)
         if not data.get("clusters"):
             data.pop("clusters", None)
 

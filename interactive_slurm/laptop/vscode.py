@@ -103,14 +103,37 @@ def plan(text: str, hosts: Sequence[str], connect_timeout: int) -> str:
     return text
 
 
+def replaced(text: str, connect_timeout: int) -> dict[str, Any]:
+    """The user's own values of the global settings that :func:`plan` overwrites (a shorter
+    ``connectTimeout``, a ``showLoginTerminal`` that is not true): kept by setup, so that
+    :func:`unplan` puts them back."""
+    try:
+        settings = _check(text)
+    except jsonc.JsoncError:
+        return {}
+    out: dict[str, Any] = {}
+    current = settings.get(CONNECT_TIMEOUT)
+    if current is not None and not (_is_number(current) and current >= connect_timeout):
+        out[CONNECT_TIMEOUT] = current
+    shown = settings.get(SHOW_LOGIN_TERMINAL)
+    if shown is not None and shown is not True:
+        out[SHOW_LOGIN_TERMINAL] = shown
+    return out
+
+
 def unplan(
-    text: str, hosts: Sequence[str], *, remove_globals: bool, connect_timeout: int | None = None
+    text: str, hosts: Sequence[str], *, remove_globals: bool, connect_timeout: int | None = None,
+    restore: Mapping[str, Any] | None = None,
 ) -> str:
     """``text`` without our hosts in ``remotePlatform`` (the key goes when nothing else is left in it).
 
-    With ``remove_globals`` (the caller knows ``plan`` added them), ``showLoginTerminal: true`` and,
-    if it still equals ``connect_timeout``, ``connectTimeout`` go too; values the user changed stay.
+    With ``remove_globals`` (the caller knows ``plan`` added them, or none other needs them), the
+    global settings go back to what they were: the user's own value in ``restore``
+    (:func:`replaced`) is set again, else ``showLoginTerminal: true`` and, if it still equals
+    ``connect_timeout``, ``connectTimeout`` are removed; values the user changed since stay.
     """
+    restore = restore or {}
+    ours = {CONNECT_TIMEOUT: connect_timeout, SHOW_LOGIN_TERMINAL: True}
     try:
         settings = _check(text)
         platforms = settings.get(REMOTE_PLATFORM)
@@ -120,11 +143,15 @@ def unplan(
             if platforms and jsonc.source(text, [REMOTE_PLATFORM]) == "{}":
                 text = jsonc.remove(text, [REMOTE_PLATFORM])
         if remove_globals:
-            if settings.get(SHOW_LOGIN_TERMINAL) is True:
-                text = jsonc.remove(text, [SHOW_LOGIN_TERMINAL])
-            current = settings.get(CONNECT_TIMEOUT)
-            if connect_timeout is not None and _is_number(current) and current == connect_timeout:
-                text = jsonc.remove(text, [CONNECT_TIMEOUT])
+            for key, value in ours.items():
+                current = settings.get(key)
+                if value is None or current is None or current != value \
+                        or isinstance(current, bool) != isinstance(value, bool):
+                    continue  # changed since setup: the user's value stays
+                if key in restore:
+                    text = jsonc.set_value(text, [key], restore[key])
+                else:
+                    text = jsonc.remove(text, [key])
     except jsonc.JsoncError as exc:
         raise VSCodeSettingsError(f"cannot edit the VS Code settings safely: {exc}") from None
     return text

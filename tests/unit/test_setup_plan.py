@@ -116,6 +116,41 @@ def test_uninstall_restores_every_file(laptop: Path) -> None:
     assert not clusters.load()
 
 
+@pytest.mark.parametrize("order", [("slurm", "other"), ("other", "slurm")])
+def test_uninstall_puts_back_the_users_own_vscode_values_and_mode(laptop: Path,
+                                                                  order: tuple[str, str]) -> None:
+    """Issue 20, item 3: the user's own connectTimeout (shorter than a queued job needs) and
+    showLoginTerminal are replaced while set up, and come back byte for byte, with the file's
+    mode, whichever cluster goes last."""
+    settings = laptop / ".config" / "Code" / "User" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    original = ('{\n  "remote.SSH.connectTimeout": 60, // mine\n'
+                '  "remote.SSH.showLoginTerminal": false,\n}\n')
+    settings.write_text(original)
+    settings.chmod(0o644)
+    apply(request(laptop))
+    apply(request(laptop, name="other", login="login.other.org"))
+    text = settings.read_text()
+    assert '"remote.SSH.connectTimeout": 1800' in text and '"remote.SSH.showLoginTerminal": true' in text
+    assert settings.stat().st_mode & 0o777 == 0o644
+    for name in order:
+        _, planned = setup.plan_uninstall(name)
+        setup.apply_all(planned, setup.Report())
+    assert settings.read_text() == original
+    assert settings.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_value_the_user_changed_since_setup_stays(laptop: Path) -> None:
+    settings = laptop / ".config" / "Code" / "User" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"remote.SSH.connectTimeout": 60}\n')
+    apply(request(laptop))
+    settings.write_text(settings.read_text().replace("1800", "3600"))
+    _, planned = setup.plan_uninstall("slurm")
+    setup.apply_all(planned, setup.Report())
+    assert '"remote.SSH.connectTimeout": 3600' in settings.read_text()
+
+
 def test_dry_run_diffs_name_the_files(laptop: Path) -> None:
     _, planned = plan(request(laptop))
     diffs = "".join(c.diff() for c in planned)
