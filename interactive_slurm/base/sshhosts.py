@@ -6,13 +6,15 @@ A session's host key is certified (:mod:`interactive_slurm.node.hostca`) for the
 ``@cert-authority *.interactive-slurm <CA key>`` and checks with :data:`STRICT_OPTIONS`. Two
 commands write ``Host`` entries with these: ``interactive-slurm ssh-config`` on a login node and
 ``setup``'s managed block on a laptop (``laptop/sshconfig.py``); both are :func:`render` with
-their own inputs. Pure, and imports nothing (the laptop, the login node and the CLI all use it).
+their own inputs. Pure, and imports only base's defaults (the laptop, the login node and the CLI all use it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from interactive_slurm.base import defaults
 
 DOMAIN = "interactive-slurm"
 #: The host pattern of the CA line: every session's aliases match it, nothing else does.
@@ -26,6 +28,11 @@ KEEPALIVE = ("ServerAliveInterval", "30")
 #: Seconds the hop to the login node may take to connect (never the wait in Slurm's queue: that
 #: is the outer connection's banner wait, so ConnectTimeout goes on the hop's own ssh only).
 LOGIN_CONNECT_TIMEOUT = 30
+#: Seconds a session host's connection may take up to the SSH banner, which includes the wait in
+#: Slurm's queue: the proxy's ``wait_timeout`` and a minute for the rest. Written in each host's
+#: own entry (ssh takes the first value), so a user's ``Host *`` with ``ConnectTimeout 5`` does
+#: not cut a queued connect.
+SESSION_CONNECT_TIMEOUT = defaults.WAIT_TIMEOUT + 60
 
 
 def kind_alias(kind: str) -> str:
@@ -69,7 +76,8 @@ def host_lines(host: Host) -> list[str]:
     """The ``Host`` line and its options, indented."""
     # ssh expands %-tokens in a ProxyCommand: a literal % is written %%.
     lines = [f"Host {host.alias}", f"  ProxyCommand {host.proxy_command.replace('%', '%%')}"]
-    options = [*host.login, *trust_options(kind_alias(host.kind), host.known_hosts), KEEPALIVE]
+    options = [*host.login, *trust_options(kind_alias(host.kind), host.known_hosts), KEEPALIVE,
+               ("ConnectTimeout", str(SESSION_CONNECT_TIMEOUT))]
     return lines + [f"  {key} {config_value(value)}" for key, value in options]
 
 

@@ -300,6 +300,7 @@ def block(command: str, known_hosts: Path, login: str = "") -> str:
             "  StrictHostKeyChecking yes",
             "  CheckHostIP no",
             "  ServerAliveInterval 30",
+            "  ConnectTimeout 1860",
         ]
     return "\n".join([*lines, "# END interactive-slurm"]) + "\n"
 

@@ -42,6 +42,7 @@ def test_block_text_is_exact() -> None:
         "  StrictHostKeyChecking yes\n"
         "  CheckHostIP no\n"
         "  ServerAliveInterval 30\n"
+        "  ConnectTimeout 1860\n"
         "# (the line below ends these hosts: what follows applies to every host, as before)\n"
         "Host *\n"
         "# END interactive-slurm slurm\n"
@@ -175,3 +176,19 @@ def test_parse_hosts_rejects(value: str) -> None:
 def test_block_validates_what_goes_into_the_file(field: str, value: object) -> None:
     with pytest.raises(ConfigError):
         block(**{field: value})
+
+
+def test_a_users_host_star_connect_timeout_does_not_cut_a_queued_connect(tmp_path: object) -> None:
+    """Issue 20, item 7: ``Host *`` with ``ConnectTimeout 5`` after the block (or before it, in
+    an Include) must not apply to the session hosts: their wait includes Slurm's queue."""
+    import pathlib
+
+    folder = pathlib.Path(str(tmp_path))
+    config = folder / "config"
+    config.write_text(sshconfig.put("Host *\n  ConnectTimeout 5\n", sshconfig.render(block()), "slurm"))
+    seen = subprocess.run(["ssh", "-F", str(config), "-G", "slurm-cpu"], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    assert "connecttimeout 1860" in seen
+    other = subprocess.run(["ssh", "-F", str(config), "-G", "elsewhere"], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    assert "connecttimeout 5" in other  # the user's own hosts keep theirs
