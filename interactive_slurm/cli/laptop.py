@@ -47,8 +47,8 @@ class ClickTerminal:
               help="The login node's SSH port.")
 @click.option("--jump", help="Reach the login node through this host ([user@]host[:port], like ssh -J).")
 @click.option("--name", default="slurm", show_default=True,
-              help="A name for this cluster; a second cluster gets hosts NAME-cpu and NAME-gpu.")
-@click.option("--hosts", help="Host names to create: CPU[,GPU] (default: slurm-cpu,slurm-gpu).")
+              help="A name for this cluster; its hosts are NAME-cpu and NAME-gpu.")
+@click.option("--hosts", help="Host names to create: CPU[,GPU] (default: NAME-cpu,NAME-gpu).")
 @click.option("--profile", help="Resource profile the hosts ask for (default: the cluster's default).")
 @click.option("--identity", type=click.Path(dir_okay=False, path_type=Path),
               help="Your SSH key (default: ~/.ssh/id_ed25519, made if missing).")

@@ -170,7 +170,9 @@ class Login:
         self._agent: Any = None  # the ssh-agent whose key signs, kept open while logged in
 
     @classmethod
-    async def open(cls, target: Target, term: Terminal) -> Login:
+    async def open(cls, target: Target, term: Terminal, *, dry_run: bool = False) -> Login:
+        """Log in (through the jump hosts); ``dry_run``: a login node's key the user trusts is
+        trusted for this run only, not written to known_hosts."""
         agent, agent_keys = await _agent_keys(target.identity)
         keys: list[Any] = list(agent_keys)
         if not keys:
@@ -181,7 +183,7 @@ class Login:
             tunnel: Any = ()
             chain = _parse_jump(target.jump, target.user) if target.jump else []
             for host, port, user in [*chain, (target.host, target.port, target.user)]:
-                conn = await _connect(host, port, user, keys, term, tunnel)
+                conn = await _connect(host, port, user, keys, term, tunnel, dry_run=dry_run)
                 hops.append(conn)
                 tunnel = conn
         except BaseException:
@@ -229,16 +231,16 @@ class Login:
 
 
 async def _connect(host: str, port: int, user: str, keys: list[Any], term: Terminal,
-                   tunnel: Any) -> asyncssh.SSHClientConnection:
+                   tunnel: Any, *, dry_run: bool = False) -> asyncssh.SSHClientConnection:
     label = f"{user}@{host}"
     known = known_hosts_path()
 
-    def attempt() -> Any:
+    def attempt(trusted: Any = None) -> Any:
         return asyncssh.connect(
             host, port, tunnel=tunnel, username=user,
             client_factory=lambda: _Client(term, label),
             client_keys=keys or None, agent_path=None,
-            known_hosts=str(known) if known.exists() else (), config=(),
+            known_hosts=trusted or (str(known) if known.exists() else ()), config=(),
             connect_timeout=30, preferred_auth="publickey,keyboard-interactive,password",
         )
 
@@ -247,8 +249,8 @@ async def _connect(host: str, port: int, user: str, keys: list[Any], term: Termi
         try:
             conn = await attempt()
         except asyncssh.HostKeyNotVerifiable:
-            await _trust_new_host_key(host, port, term, tunnel, known)
-            conn = await attempt()
+            key = await _trust_new_host_key(host, port, term, tunnel, known, write=not dry_run)
+            conn = await attempt(([key], [], []) if dry_run else None)
     except asyncssh.PermissionDenied as exc:
         raise LoginError(f"{label} port {port}: permission denied ({reason(exc)})") from exc
     except asyncssh.HostKeyNotVerifiable as exc:
@@ -261,8 +263,10 @@ async def _connect(host: str, port: int, user: str, keys: list[Any], term: Termi
     return conn
 
 
-async def _trust_new_host_key(host: str, port: int, term: Terminal, tunnel: Any, known: Path) -> None:
-    """Show an unknown login node's key and add it to known_hosts if the user says so."""
+async def _trust_new_host_key(host: str, port: int, term: Terminal, tunnel: Any, known: Path, *,
+                              write: bool = True) -> asyncssh.SSHKey:
+    """Show an unknown login node's key and, if the user trusts it, add it to known_hosts
+    (without ``write``: trusted for this run only); returns the key."""
     key = await asyncssh.get_server_host_key(host, port, tunnel=tunnel)
     if key is None:
         raise LoginError(f"{host} port {port} offered no host key")
@@ -283,9 +287,13 @@ async def _trust_new_host_key(host: str, port: int, term: Terminal, tunnel: Any,
         )
     if not term.confirm(question, default=False):
         raise LoginError(f"{pattern}: host key not trusted; nothing was changed")
+    if not write:
+        term.say(f"dry run: trusting {pattern} for this run only; {known} is not changed")
+        return key
     folders.make_private_dirs(known.parent)
     line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
     fd = os.open(known, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # 0600 whatever the umask
     with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(line)
     term.say(f"added {pattern} to {known}")
+    return key

@@ -157,8 +157,7 @@ def _hosts_for(req: Request, set_up: tuple[Cluster, ...]) -> tuple[tuple[str, st
     existing = clusters.named(set_up, req.name)
     if existing and existing.hosts:
         return tuple(zip(existing.hosts, sshconfig.KINDS))
-    first = not [c for c in set_up if c.name != req.name]
-    return sshconfig.default_hosts(req.name, first)
+    return sshconfig.default_hosts(req.name)
 
 
 def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_root: str,
@@ -345,7 +344,8 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
     report = Report()
     set_up = clusters.load()
     with tempfile.TemporaryDirectory(prefix="interactive-slurm-wheels-") as tmp:
-        login = await Login.open(Target(req.login, req.port, req.user, req.identity, req.jump), term)
+        login = await Login.open(Target(req.login, req.port, req.user, req.identity, req.jump), term,
+                                 dry_run=req.dry_run)
         try:
             # A new key only once the login node is verified and we are in: a refused host or
             # a failed login leaves the laptop as it was.

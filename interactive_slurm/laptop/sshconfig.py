@@ -67,10 +67,10 @@ def end_marker(name: str) -> str:
     return f"# END interactive-slurm {name}"
 
 
-def default_hosts(name: str, first: bool) -> tuple[tuple[str, str], ...]:
-    """``slurm-cpu``/``slurm-gpu`` for the first cluster, ``NAME-cpu``/``NAME-gpu`` after."""
-    prefix = "slurm" if first else name
-    return tuple((f"{prefix}-{kind}", kind) for kind in KINDS)
+def default_hosts(name: str) -> tuple[tuple[str, str], ...]:
+    """``NAME-cpu``/``NAME-gpu``: ``slurm-cpu``/``slurm-gpu`` for the cluster of the default name
+    (``slurm``); ``--name lab`` gives ``lab-cpu``/``lab-gpu``, first cluster or not."""
+    return tuple((f"{name}-{kind}", kind) for kind in KINDS)
 
 
 def parse_hosts(value: str) -> tuple[tuple[str, str], ...]:

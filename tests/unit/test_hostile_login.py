@@ -62,7 +62,7 @@ def test_no_accepted_install_root_changes_a_client_option(root: str) -> None:
     setup.check_probe(answer(root=root), "login")
     block = Block(name="slurm", login="login.example.org", user="alice", port=22, jump=None,
                   identity="/home/alice/.ssh/id_ed25519", tool=f"{root}/current/bin/interactive-slurm",
-                  known_hosts="/k", control_dir="/c", hosts=sshconfig.default_hosts("slurm", True))
+                  known_hosts="/k", control_dir="/c", hosts=sshconfig.default_hosts("slurm"))
     argv = sshconfig.proxy_argv(block, "cpu")
     assert argv[-3:-1] == ["--", "login.example.org"]
 

@@ -170,3 +170,30 @@ def test_a_port_that_never_answers_is_one_line_with_the_cause(
         with pytest.raises(LoginError) as info:
             asyncio.run(Login.open(Target("127.0.0.1", port, "alice", identity), Term()))
     assert str(info.value) == f"cannot connect to alice@127.0.0.1 port {port}: timed out"
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_unknown_login_node_trusted_in_a_dry_run_is_not_written(laptop_home: Path,
+                                                                   dry_run: bool) -> None:
+    """Issue 20, item 9: ``--dry-run`` must change nothing, known_hosts included."""
+    identity = laptop_home / ".ssh" / "id_ed25519"
+    key = make_key(identity, None)
+    known = laptop_home / ".ssh" / "known_hosts"
+    term = Term()
+
+    async def go() -> str:
+        server, port, _ = await serve(key)
+        try:
+            session = await Login.open(Target("127.0.0.1", port, "alice", identity), term,
+                                       dry_run=dry_run)
+            try:
+                return str((await session.run(["true"])).stdout)
+            finally:
+                await session.close()
+        finally:
+            server.close()
+
+    assert asyncio.run(go()) == "hello\n"
+    assert len(term.asked) == 1 and "Trust it?" in term.asked[0]
+    assert known.exists() is not dry_run
+    assert ("for this run only" in term.said[0]) is dry_run

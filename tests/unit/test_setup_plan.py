@@ -73,6 +73,15 @@ def test_second_cluster_gets_its_own_names_and_the_first_keeps_its_own(laptop: P
     assert not [c.path for c in planned if c.changed]
 
 
+def test_a_first_cluster_with_a_name_gets_that_names_hosts(laptop: Path) -> None:
+    """Issue 20: `--name lab` for the first cluster gave slurm-cpu; a later `setup LOGIN` then
+    found its hosts "defined outside setup's block"."""
+    assert apply(request(laptop, name="lab")).hosts == ("lab-cpu", "lab-gpu")
+    assert apply(request(laptop, login="login.other.org")).hosts == ("slurm-cpu", "slurm-gpu")
+    text = (laptop / ".ssh" / "config").read_text()
+    assert "Host lab-cpu" in text and "Host slurm-cpu" in text
+
+
 def test_a_users_own_host_of_the_same_name_stops_setup_before_any_write(laptop: Path) -> None:
     cfg = laptop / ".ssh" / "config"
     cfg.write_text("Host slurm-cpu\n  HostName mine\n")

@@ -19,7 +19,7 @@ def block(**kw: object) -> Block:
         tool="/home/alice/.local/share/interactive-slurm/current/bin/interactive-slurm",
         known_hosts="/home/alice/.config/interactive-slurm/known_hosts-slurm",
         control_dir="/home/alice/.ssh/interactive-slurm-cm",
-        hosts=sshconfig.default_hosts("slurm", True),
+        hosts=sshconfig.default_hosts("slurm"),
     )
     values.update(kw)
     return Block(**values)  # type: ignore[arg-type]
@@ -119,7 +119,7 @@ def test_put_replaces_in_place_and_is_idempotent() -> None:
 
 def test_two_clusters_have_their_own_blocks() -> None:
     first = sshconfig.put(USER_CONFIG, sshconfig.render(block()), "slurm")
-    other = block(name="other", login="login.other.org", hosts=sshconfig.default_hosts("other", False))
+    other = block(name="other", login="login.other.org", hosts=sshconfig.default_hosts("other"))
     both = sshconfig.put(first, sshconfig.render(other), "other")
     assert both.index("# BEGIN interactive-slurm other") < both.index("# BEGIN interactive-slurm slurm")
     assert "Host other-cpu" in both and "Host slurm-cpu" in both
