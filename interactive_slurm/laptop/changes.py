@@ -11,7 +11,9 @@ and follows a symlinked file to its target (dotfile managers keep their link).
 from __future__ import annotations
 
 import difflib
+import glob
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ class Change:
         if self.before is not None and self.backup:
             backup = target.with_name(f"{target.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
             fsutil.write_private_atomic(backup, self.before)
+            prune_backups(target)
         if self.after is None:
             target.unlink(missing_ok=True)
         else:
@@ -62,6 +65,21 @@ class Change:
                 mode = 0o600
             fsutil.write_private_atomic(target, self.after, mode=mode)
         return backup
+
+
+#: Backups kept per file: the newest few (one per run would pile up over an afternoon).
+KEEP_BACKUPS = 3
+_BACKUP = re.compile(r"\.bak-\d{8}-\d{6}\Z")
+
+
+def prune_backups(target: Path, keep: int = KEEP_BACKUPS) -> list[Path]:
+    """Remove all but the newest ``keep`` of setup's backups of ``target``; returns the removed."""
+    made = sorted(p for p in target.parent.glob(f"{glob.escape(target.name)}.bak-*")
+                  if _BACKUP.search(p.name[len(target.name):]))
+    old = made[:-keep] if keep else made
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
 
 
 def read(path: Path) -> str | None:

@@ -37,6 +37,7 @@ from interactive_slurm.install import installs
 from interactive_slurm.laptop import changes, clusters, jsonc, remote_scripts, sshconfig, vscode, wheels
 from interactive_slurm.laptop.clusters import Cluster
 from interactive_slurm.laptop.connection import Login, Target, Terminal
+from interactive_slurm.login import profiles
 
 DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
 DEFAULT_NAME = "slurm"
@@ -237,7 +238,8 @@ def apply_all(planned: list[changes.Change], report: Report) -> None:
     for change in planned:
         backup = change.apply()
         if change.changed:
-            report.add(f"wrote {change.path}" + (f" (backup: {backup.name})" if backup else ""))
+            verb = "removed" if change.after is None else "wrote"
+            report.add(f"{verb} {change.path}" + (f" (backup: {backup.name})" if backup else ""))
 
 
 # --- the cluster side ---------------------------------------------------------------------------
@@ -369,6 +371,13 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
                     report.add(f"would add {req.identity}.pub to {req.login}:~/.ssh/authorized_keys")
                 if found.current != vid:  # current only ever names a complete install
                     report.add(f"would install interactive-slurm {vid} into {req.login}:{found.root}")
+                if req.profile and found.current:  # the cluster's profiles, as the real run
+                    await login.run([tool, "profiles", req.profile])
+                elif req.profile and req.profile not in (shipped := sorted(
+                        p.stem for p in profiles.SHIPPED_DIR.glob("*.toml"))):
+                    raise SetupError(f"--profile {req.profile}: no such profile (shipped: "
+                                     f"{', '.join(shipped)}; a profile of your own on the "
+                                     "cluster is found once it is installed)")
                 ca_line = None
             else:
                 if not found.authorized:
@@ -477,6 +486,11 @@ def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool
     elif platform.system() != "Windows" and stop_shared_login(runner, cluster):
         report.add(f"closed the shared login connection to {login}")
     apply_all(planned, report)
+    if not clusters.load():  # the last cluster: setup's backups go with it
+        removed = [p for c in planned for p in changes.prune_backups(
+            c.path.resolve() if c.path.is_symlink() else c.path, keep=0)]
+        if removed:
+            report.add(f"removed {len(removed)} backup(s) setup had made")
     return report
 
 

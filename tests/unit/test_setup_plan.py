@@ -160,6 +160,28 @@ def test_a_value_the_user_changed_since_setup_stays(laptop: Path) -> None:
     assert '"remote.SSH.connectTimeout": 3600' in settings.read_text()
 
 
+def test_backups_are_few_and_leave_with_the_last_cluster(laptop: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20, item 9: one backup per run piled up (13 after an afternoon), and stayed."""
+    import itertools
+
+    from interactive_slurm.laptop import changes as changes_module
+
+    stamps = (f"20261128-10{n:04d}" for n in itertools.count())
+    monkeypatch.setattr(changes_module.time, "strftime", lambda _fmt: next(stamps))
+    cfg = laptop / ".ssh" / "config"
+    cfg.write_text("# mine\n")
+    for n in range(6):  # each run changes the block (another profile): a backup each
+        apply(request(laptop, profile=f"p{n}"))
+    assert len(list(cfg.parent.glob("config.bak-*"))) == changes.KEEP_BACKUPS
+    from .fakes import FakeRunner, fail
+
+    report = setup.uninstall("slurm", None, FakeRunner({"ssh": fail("no master")}),  # type: ignore[arg-type]
+                             remove_install=False, dry_run=False)
+    assert not list(cfg.parent.glob("config.bak-*")) and cfg.read_text() == "# mine\n"
+    assert any(line.startswith("removed ") and "backup" in line for line in report.lines)
+
+
 def test_dry_run_diffs_name_the_files(laptop: Path) -> None:
     _, planned = plan(request(laptop))
     diffs = "".join(c.diff() for c in planned)
