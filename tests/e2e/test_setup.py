@@ -184,6 +184,11 @@ def test_setup_with_password_then_plain_ssh_and_vscode_style(laptop: Laptop, log
     assert f"+++ {laptop.ssh_config}" in out and "+Host slurm-cpu" in out
     assert "dry run: nothing was changed" in out
     assert snapshot(laptop.home) == before and not laptop.install.exists()
+    # A dry run checks --profile too (the real run would fail on it).
+    code, out = laptop.setup(*args, "--dry-run", "--yes", "--profile", "nope",
+                             answers=[(r"password: ", login_node.password)])
+    assert code == 1 and "--profile nope: no such profile (shipped: default, development" in out
+    assert snapshot(laptop.home) == before
 
     # A login node whose key differs from the one in known_hosts: refused, nothing asked or sent.
     known_hosts = laptop.home / ".ssh" / "known_hosts"
