@@ -60,6 +60,14 @@ WARN_BEFORE = 600
 WARN_BEFORE_ENV = "INTERACTIVE_SLURM_WARN_BEFORE"
 
 
+def pts_mount_lacks_tty_gid(mounts: str) -> bool:
+    """Whether the devpts mount in effect on ``/dev/pts`` (the last one listed in
+    ``/proc/self/mounts``: a later mount hides an earlier one) has no ``gid=`` option."""
+    found = [fields for fields in (line.split() for line in mounts.splitlines())
+             if len(fields) > 3 and fields[1] == "/dev/pts" and fields[2] == "devpts"]
+    return bool(found) and "gid=" not in found[-1][3]
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     job_id: str
@@ -237,17 +245,13 @@ class Session:
     def check_ptys(self) -> None:
         """Warn in the job log when ptys are not group tty (``ssh -t`` would then fail)."""
         try:
-            mounts = Path("/proc/self/mounts").read_text().splitlines()
+            mounts = Path("/proc/self/mounts").read_text()
         except OSError:
             return
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 3 and fields[1] == "/dev/pts" and fields[2] == "devpts":
-                if "gid=" not in fields[3]:
-                    self.say("warning: /dev/pts is not mounted with gid=<tty group>; an "
-                             "unprivileged sshd cannot give shells a terminal (ssh -t fails). "
-                             "Ask the admins to mount devpts with gid=5,mode=620.")
-                return
+        if pts_mount_lacks_tty_gid(mounts):
+            self.say("warning: /dev/pts is not mounted with gid=<tty group>; an "
+                     "unprivileged sshd cannot give shells a terminal (ssh -t fails). "
+                     "Ask the admins to mount devpts with gid=5,mode=620.")
 
     def prepare(self) -> tuple[Path, Path]:
         self.check_ptys()

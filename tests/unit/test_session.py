@@ -376,3 +376,17 @@ def test_the_ended_note_after_the_idle_timeout_says_so_without_asking_slurm() ->
     assert runner.programs() == ["scancel"]
     assert endpoint.ended_note("4711") == (
         "was cancelled after 5 s without an SSH connection (idle_timeout)")
+
+
+@pytest.mark.parametrize(("mounts", "lacks"), [
+    ("devpts /dev/pts devpts rw,nosuid,noexec,relatime,gid=5,mode=620 0 0\n", False),
+    ("devpts /dev/pts devpts rw,nosuid,noexec,relatime,mode=600 0 0\n", True),
+    # Issue 20: mounted twice, the one in effect (the last) is fine: no warning.
+    ("devpts /dev/pts devpts rw,mode=600 0 0\ndevpts /dev/pts devpts rw,gid=5,mode=620 0 0\n", False),
+    ("devpts /dev/pts devpts rw,gid=5,mode=620 0 0\ndevpts /dev/pts devpts rw,mode=600 0 0\n", True),
+    ("proc /proc proc rw 0 0\n", False),
+])
+def test_the_devpts_mount_in_effect_decides_the_tty_warning(mounts: str, lacks: bool) -> None:
+    from interactive_slurm.node.session import pts_mount_lacks_tty_gid
+
+    assert pts_mount_lacks_tty_gid(mounts) is lacks
