@@ -6,6 +6,7 @@
      ├── ConfigError                 config.toml or a profile: names the file, table, key, value
      ├── CommandError                a subprocess failed or could not run (quotes its stderr)
      │    └── SlurmError             sbatch/squeue/scancel said no, or printed nonsense
+     │         └── SubmitRefused     sbatch refused a request it can never run (names the key)
      ├── SessionError                the compute-node side could not start or serve sshd
      ├── ProxyError                  the proxy could not reach a session
      │    ├── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
@@ -45,6 +46,15 @@ class CommandError(InteractiveSlurmError):
 
 class SlurmError(CommandError):
     """Slurm refused a request or printed output we could not make sense of."""
+
+
+class SubmitRefused(SlurmError):
+    """sbatch refused the request for good (a partition, account or size it will never take):
+    ``reason`` is Slurm's own words, ``key`` the profile key(s) that decide it."""
+
+    def __init__(self, reason: str, key: str, *, stderr: str = "") -> None:
+        super().__init__(f"Slurm refused it: {reason}", returncode=1, stderr=stderr)
+        self.reason, self.key = reason, key
 
 
 class SessionError(InteractiveSlurmError):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from interactive_slurm import __version__
 from interactive_slurm.base import selfcmd
-from interactive_slurm.base.errors import CommandError, SlurmError
+from interactive_slurm.base.errors import CommandError, SlurmError, SubmitRefused
 from interactive_slurm.base.runner import Runner, check_result
 
 JOB_PREFIX = "vscode-remote-"
@@ -240,8 +240,64 @@ def unreachable(error: CommandError) -> bool:
     return any(marker in text for marker in UNREACHABLE_MARKERS)
 
 
+#: What sbatch says of a request it will never run (lower case), and the profile key(s) to change.
+REFUSALS: tuple[tuple[str, str], ...] = (
+    ("invalid partition", "partition"),
+    ("invalid account", "account"),
+    ("invalid qos", "qos"),
+    ("invalid reservation", "reservation"),
+    ("invalid feature specification", "constraint"),
+    ("invalid generic resource", "gpus or gpu_type"),
+    ("requested node configuration is not available", "cpus, mem, gpus or constraint"),
+    ("more processors requested than permitted", "cpus"),
+    ("memory specification can not be satisfied", "mem"),
+    ("requested time limit is invalid", "time"),
+    ("job violates accounting/qos policy", "account, qos, time, cpus or mem"),
+)
+#: Pending reasons that waiting does not resolve (the request exceeds what the partition or the
+#: account allows), and the profile key(s) to change.
+HOPELESS_REASONS: dict[str, str] = {
+    "PartitionTimeLimit": "time",
+    "PartitionNodeLimit": "cpus or mem",
+    "PartitionConfig": "cpus, mem or gpus",
+    "BadConstraints": "constraint",
+    "InvalidAccount": "account",
+    "InvalidQOS": "qos",
+    "AccountNotAllowed": "account or partition",
+    "QOSMaxWallDurationPerJobLimit": "time",
+    "QOSMaxCpuPerJobLimit": "cpus",
+    "QOSMaxMemoryPerJob": "mem",
+    "QOSMaxGRESPerJob": "gpus",
+}
+
+
+def submit_refusal(stderr: str) -> tuple[str, str] | None:
+    """(Slurm's reason, the profile key) when sbatch's stderr says the request can never run;
+    None for anything else. The reason is sbatch's last ``error:`` line without its prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    reasons = [r.split("submission failed:", 1)[-1].strip() for r in reasons]
+    for reason in reversed(reasons):
+        for marker, key in REFUSALS:
+            if marker in reason.lower():
+                return reason, key
+    return None
+
+
+def hopeless(reason: str) -> str | None:
+    """The profile key(s) to change when a pending job's ``reason`` will not resolve by waiting."""
+    return HOPELESS_REASONS.get(reason.split(",")[0].strip())
+
+
 def submit(runner: Runner, argv: Sequence[str], script: str) -> str:
-    result = check_result(runner.run(argv, input=script, check=False), SlurmError)
+    """sbatch ``script``; the job id. :class:`SubmitRefused` (one line: Slurm's reason and the
+    key) for a request Slurm will never run; SlurmError quoting sbatch for anything else."""
+    result = runner.run(argv, input=script, check=False)
+    if result.returncode != 0:
+        refusal = submit_refusal(result.stderr)
+        if refusal is not None:
+            raise SubmitRefused(*refusal, stderr=result.stderr)
+    check_result(result, SlurmError)
     return parse_sbatch(result.stdout)
 
 

@@ -128,6 +128,21 @@ def test_bad_profile_is_a_clear_error_and_submits_nothing(harness: Harness) -> N
     assert my_jobs() == []
 
 
+def test_a_partition_that_does_not_exist_is_one_line_naming_the_key(harness: Harness) -> None:
+    """Issue 20, item 5: two raw `sbatch: error` lines, then ssh's kex_exchange_identification."""
+    harness.write_profile("nopart", 'partition = "nosuchpartition"\n[cpu]\ntime = "1:00:00"\n'
+                          'cpus = 1\nmem = "1G"\n[gpu]\ntime = "1:00:00"\ngpus = 1\ncpus = 1\n'
+                          'mem = "1G"\n')
+    result = harness.tool("proxy", "cpu", "--profile", "nopart", check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: Slurm refused a cpu session of profile nopart: Invalid partition name "
+                      "specified; change partition in the profile (`interactive-slurm profiles "
+                      "nopart` shows it, `interactive-slurm profiles set nopart KEY=VALUE` changes it)"]
+    assert "sbatch: error" not in result.stderr
+    assert my_jobs() == []
+
+
 def test_injection_in_a_profile_is_refused_before_sbatch(harness: Harness) -> None:
     for bad in ['"x;touch /tmp/pwned"', '"$(id)"', '"--wrap=id"', '"a\\nb"', '"../x"', '"a b"']:
         harness.write_profile("evil", f'partition = {bad}\n[cpu]\ntime = "1:00:00"\ncpus = 1\n'

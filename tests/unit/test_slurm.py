@@ -273,13 +273,13 @@ def test_submit_passes_the_script_on_stdin() -> None:
 
 
 def test_submit_failure_quotes_sbatch_stderr() -> None:
-    stderr = "sbatch: error: Batch job submission failed: Invalid partition name specified\n"
+    stderr = "sbatch: error: Batch job submission failed: Socket timed out on send/recv\n"
     runner = FakeRunner({"sbatch": fail(stderr)})
     with pytest.raises(SlurmError) as info:
         slurm.submit(runner, ["sbatch", "--parsable"], "#!/bin/bash\n")
     assert str(info.value) == (
         "sbatch failed (exit 1): sbatch: error: Batch job submission failed: "
-        "Invalid partition name specified"
+        "Socket timed out on send/recv"
     )
     assert info.value.returncode == 1
     assert info.value.stderr == stderr
@@ -408,3 +408,53 @@ def test_parse_sinfo_nodes_one_row_per_node() -> None:
     assert slurm.parse_sinfo_nodes(out) == [
         slurm.Node("vm", "down*", "Not responding"), slurm.Node("n2", "idle", ""),
     ]
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("sbatch: error: invalid partition specified: nope\n"
+     "sbatch: error: Batch job submission failed: Invalid partition name specified\n",
+     ("Invalid partition name specified", "partition")),
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition combination "
+     "specified\n", ("Invalid account or account/partition combination specified", "account")),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available\n",
+     ("Requested node configuration is not available", "cpus, mem, gpus or constraint")),
+    ("sbatch: error: Batch job submission failed: Invalid qos specification\n",
+     ("Invalid qos specification", "qos")),
+    ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit "
+     "limit, user's size and/or time limits)\n",
+     ("Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
+      "account, qos, time, cpus or mem")),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect "
+     "failure)\n", None),
+    ("", None),
+])
+def test_submit_refusal_reads_sbatch_in_one_place(stderr: str, expected: object) -> None:
+    assert slurm.submit_refusal(stderr) == expected
+
+
+def test_a_refused_submit_is_one_line_naming_the_profile_key() -> None:
+    from interactive_slurm.base.errors import ProxyError
+    from interactive_slurm.login import profiles, proxy
+
+    from .fakes import FakeRunner, fail
+
+    runner = FakeRunner({"sbatch": fail(
+        "sbatch: error: invalid partition specified: nope\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified\n")})
+    req = proxy.Request(kind="cpu", profile="default")
+    res = profiles.load("default").resources("cpu")
+    with pytest.raises(ProxyError) as info:
+        proxy.submit(runner, req, res)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("Slurm refused a cpu session of profile default: Invalid partition "
+                              "name specified; change partition in the profile")
+
+
+@pytest.mark.parametrize(("reason", "key"), [
+    ("PartitionConfig", "cpus, mem or gpus"), ("PartitionTimeLimit", "time"),
+    ("InvalidAccount", "account"), ("Priority", None), ("Resources", None),
+    ("QOSMaxCpuPerUserLimit", None),  # a per-user limit: frees up when other jobs end
+])
+def test_hopeless_pending_reasons(reason: str, key: str | None) -> None:
+    assert slurm.hopeless(reason) == key
