@@ -31,6 +31,7 @@ from interactive_slurm.base.errors import (
     InteractiveSlurmError,
     JobEndedError,
     ProxyError,
+    SubmitRefused,
 )
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.connect import endpoint
@@ -40,9 +41,7 @@ from interactive_slurm.connect.fastpath import (
     open_connection,
 )
 from interactive_slurm.install import installs
-from interactive_slurm.login import profiles, slurm
-
-UNREACHABLE_GRACE = 30.0  # seconds a new endpoint may fail the keyhole before we give up
+from interactive_slurm.login import profiles, slurm, waiting
 
 
 @dataclass
@@ -110,7 +109,13 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
         valid_for=res.time_seconds, container=container or None,
         runtime=res.container_runtime, idle_timeout=res.idle_timeout,
     )
-    return slurm.submit(runner, argv, script)
+    try:
+        return slurm.submit(runner, argv, script)
+    except SubmitRefused as exc:
+        raise ProxyError(
+            f"Slurm refused a {req.kind} session of profile {req.profile}: {exc.reason}; change "
+            f"{exc.key} in the profile (`interactive-slurm profiles {req.profile}` shows it, "
+            f"`interactive-slurm profiles set {req.profile} KEY=VALUE` changes it)") from exc
 
 
 def acquire(
@@ -156,20 +161,28 @@ class Progress:
     """One status line on stderr: rewritten in place on a terminal, plain lines otherwise.
 
     ``key`` is what the line says apart from the ticking elapsed time: a pipe gets a new line
-    only when it changes, a terminal gets every change (the elapsed time ticks each second).
+    when it changes and every :data:`REPEAT` seconds, a terminal gets every change (the elapsed
+    time ticks each second).
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    #: On a pipe (VS Code, ``ssh -T``) an unchanged status is repeated this often (seconds), so
+    #: a long wait shows that it is still waiting.
+    REPEAT = 60.0
+
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream
         self.tty = stream.isatty()
+        self.clock = clock
         self.last = ""
         self.last_key = ""
+        self.shown_at = float("-inf")
 
     def show(self, message: str, key: str | None = None) -> None:
         key = message if key is None else key
-        if message == self.last or (not self.tty and key == self.last_key):
+        if message == self.last or (not self.tty and key == self.last_key
+                                    and self.clock() - self.shown_at < self.REPEAT):
             return
-        self.last, self.last_key = message, key
+        self.last, self.last_key, self.shown_at = message, key, self.clock()
         if self.tty:
             self.stream.write(f"\r\033[Kinteractive-slurm: {message}")
         else:
@@ -196,26 +209,6 @@ def describe_state(job: slurm.Job) -> str:
 
 def describe(job: slurm.Job, waited: float) -> str:
     return f"{describe_state(job)} [{int(waited)}s]"
-
-
-#: Gaps between the waiting loop's Slurm queries (then the last one, repeated). The state,
-#: reason and expected start change only when the scheduler runs. One query is one RPC
-#: (``scontrol --local show job``); with the duplicate check, the submit and the second check
-#: (2 + 1 + 2 RPCs), a job that stays pending costs 9 RPCs in its first minute (at 2, 6, 15, 35 s).
-QUERY_GAPS = (2.0, 4.0, 9.0, 20.0, 30.0)
-#: Gaps between retries while slurmctld does not answer (each try can itself take ~9 s).
-UNREACHABLE_GAPS = (2.0, 4.0, 8.0, 15.0)
-#: After the job log changes (the job started, the session logs a step or fails), ask this soon.
-LOG_CHANGE_QUERY = 1.0
-#: Record polls (one stat each): POLL_MIN right after the job log appears or changes, then
-#: growing by POLL_GROWTH up to POLL_MAX (no log yet: the job has not started).
-POLL_MIN, POLL_GROWTH, POLL_MAX, POLL_MAX_PENDING = 0.005, 1.25, 0.1, 0.2
-QUERY_TIMEOUT = 30.0
-#: Reasons a pending job gives when nodes it could use are down or drained (then the partition's
-#: nodes are looked at once per reason: 2 RPCs). Not "Resources": a busy cluster says that all
-#: day, and the check would push a pending job's first minute past 10 RPCs.
-NODE_REASONS = ("ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown",
-                "Nodes_required_for_job_are_DOWN")
 
 
 class _Query:
@@ -245,9 +238,9 @@ class _Query:
 class Waiter:
     """Waits for a job's endpoint; watches the ssh client (stdin) for going away meanwhile.
 
-    The record is found by stat polls (a few ms apart once the job log shows that the job has
-    started, slower before); Slurm is asked on the QUERY_GAPS schedule, sooner after the job log
-    changes; a slurmctld that does not answer is retried with backoff while the line says so.
+    The I/O of the wait: stat polls for the record, Slurm queries in a thread, the ssh client's
+    stdin, the status line. When to do each is :mod:`waiting`'s schedule, a pure function of
+    what this loop has seen (``self.seen``).
     """
 
     def __init__(
@@ -259,8 +252,7 @@ class Waiter:
         self.progress, self.watch_fd, self.clock = progress, watch_fd, clock
         self.buffered = b""
         self.last_job: slurm.Job | None = job
-        self.failures = self.unreachable_tries = 0
-        self.queries = 0 if job is None else 1  # a known job: its first query waits QUERY_GAPS[0]
+        self.seen = waiting.Seen(answers=int(job is not None))  # wait() begins it
         self.checked_reason = ""
         self.status = describe_state(job) if job is not None else ""
 
@@ -281,23 +273,21 @@ class Waiter:
 
     def query(self) -> slurm.Job | None:
         """The job's state now (one RPC); None when Slurm does not know it (any more)."""
-        return slurm.job_state(self.runner, self.job_id, timeout=QUERY_TIMEOUT)
+        return slurm.job_state(self.runner, self.job_id, timeout=waiting.QUERY_TIMEOUT)
 
-    def _answered(self, q: _Query) -> float:
-        """Act on a finished query; returns the gap until the next one."""
+    def _answered(self, q: _Query) -> None:
+        """Act on a finished query (``self.seen`` learns how it went)."""
         if q.error is not None:
             if not isinstance(q.error, CommandError):
                 raise q.error
             if slurm.unreachable(q.error):
-                self.failures = 0
-                self.unreachable_tries += 1
+                self.seen = self.seen.no_answer()
                 self.status = f"job {self.job_id}: Slurm is not answering (retrying)"
-                return UNREACHABLE_GAPS[min(self.unreachable_tries - 1, len(UNREACHABLE_GAPS) - 1)]
-            self.failures += 1  # a passing failure is retried; 3 in a row fail
-            if self.failures >= 3:
+                return
+            self.seen = self.seen.fail()  # a passing failure is retried; a few in a row fail
+            if self.seen.gives_up:
                 raise q.error
-            return UNREACHABLE_GAPS[0]
-        self.failures = self.unreachable_tries = 0
+            return
         job = q.job
         if job is None:
             raise JobEndedError(
@@ -313,17 +303,24 @@ class Waiter:
             )
         if job.pending and job.reason != self.checked_reason:
             self.checked_reason = job.reason
-            if job.reason.startswith(NODE_REASONS) and job.partition:
+            key = slurm.hopeless(job.reason)
+            if key:
+                raise ProxyError(
+                    f"job {self.job_id} will not start: Slurm holds it for {job.reason} (profile "
+                    f"{job.profile or '?'} asks for more than partition "
+                    f"{job.partition or '(default)'} or your account allows); change {key} in "
+                    "the profile (`interactive-slurm profiles` shows them)"
+                )
+            if job.reason.startswith(waiting.NODE_REASONS) and job.partition:
                 self._check_nodes(job)
         self.status = describe_state(job)
-        self.queries += 1
-        return QUERY_GAPS[min(self.queries - 1, len(QUERY_GAPS) - 1)]  # queries >= 1 here
+        self.seen = self.seen.answer()
 
     def _check_nodes(self, job: slurm.Job) -> None:
         """A pending job whose partition has no usable node at all will not start: say which
         nodes are in what state instead of waiting without end."""
         try:
-            nodes = slurm.partition_nodes(self.runner, job.partition, timeout=QUERY_TIMEOUT)
+            nodes = slurm.partition_nodes(self.runner, job.partition, timeout=waiting.QUERY_TIMEOUT)
         except CommandError:
             return  # the next query shows the reason; this check is a courtesy
         if nodes and not any(node.usable for node in nodes):
@@ -356,14 +353,13 @@ class Waiter:
 
     def wait(self) -> tuple[endpoint.Endpoint, Socket]:
         start = self.clock()
-        next_query = start + QUERY_GAPS[0] if self.last_job is not None else start
         pending: _Query | None = None
-        asked_at = start
         unreachable_since: float | None = None
         log_stamp = self._log_stamp()
-        interval = POLL_MIN if log_stamp else POLL_MAX_PENDING
+        self.seen = waiting.Seen.begin(start, known=self.last_job is not None, log=log_stamp is not None)
         while True:
             now = self.clock()
+            elapsed = now - start
             ep = self._record()
             if ep is not None:
                 try:
@@ -373,7 +369,7 @@ class Waiter:
                         endpoint.discard(ep)
                     # A new record whose session does not prove itself: retried for a while.
                     unreachable_since = unreachable_since or now
-                    if now - unreachable_since > min(UNREACHABLE_GRACE, self.timeout):
+                    if now - unreachable_since > min(waiting.UNREACHABLE_GRACE, self.timeout):
                         self.progress.done()
                         raise ProxyError(
                             f"job {self.job_id}'s session at {ep.host}:{ep.port} does not answer "
@@ -384,29 +380,27 @@ class Waiter:
                     return ep, sock
             stamp = self._log_stamp()
             if stamp != log_stamp:
-                log_stamp, interval = stamp, POLL_MIN
-                next_query = min(next_query, now + LOG_CHANGE_QUERY)
-            if pending is None and now >= next_query:
-                pending, asked_at = _Query(self.query), now
+                log_stamp = stamp
+                self.seen = self.seen.log_change(now, exists=stamp is not None)
+            if pending is None and now >= self.seen.next_query:
+                pending, self.seen = _Query(self.query), self.seen.ask(now)
             if pending is not None and pending.finished:
                 try:
-                    gap = self._answered(pending)
+                    self._answered(pending)
                 except InteractiveSlurmError:
                     self.progress.done()
                     raise
                 pending = None
-                next_query = asked_at + gap
             if self.status:
-                self.progress.show(f"{self.status} [{int(now - start)}s]", key=self.status)
-            if now - start > self.timeout:
+                self.progress.show(f"{self.status} [{int(elapsed)}s]", key=self.status)
+            if elapsed > self.timeout:
                 self.progress.done()
                 raise ProxyError(
                     f"gave up after {self.timeout:g} s waiting for job {self.job_id} "
                     "(wait_timeout in config.toml, or --timeout)"
                 )
-            next_tick = start + int(now - start) + 1 if self.progress.tty else now + 3600
-            self._watch(min(interval, next_tick - now, max(next_query - now, POLL_MIN)))
-            interval = min(interval * POLL_GROWTH, POLL_MAX if log_stamp else POLL_MAX_PENDING)
+            self._watch(self.seen.pause(now, tty=self.progress.tty))
+            self.seen = self.seen.polled()
 
 
 def failure(job_id: str, tail: int = 16384) -> str:

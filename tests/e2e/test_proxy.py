@@ -143,6 +143,20 @@ def test_a_partition_that_does_not_exist_is_one_line_naming_the_key(harness: Har
     assert my_jobs() == []
 
 
+def test_a_job_the_partition_will_never_start_fails_at_once_and_is_cancelled(harness: Harness) -> None:
+    """Issue 20, item 6: a profile asking for more time than its partition allows waited until
+    wait_timeout (30 min) with one unchanging line."""
+    harness.write_profile("toolong", 'partition = "short"\n[cpu]\ntime = "2:00:00"\ncpus = 1\n'
+                          'mem = "1G"\n[gpu]\ntime = "1:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+    start = time.monotonic()
+    result = harness.tool("proxy", "cpu", "--profile", "toolong", check=False)
+    assert time.monotonic() - start < 30
+    assert result.returncode == 1 and result.stdout == ""
+    assert "will not start: Slurm holds it for PartitionTimeLimit" in result.stderr
+    assert "change time in the profile" in result.stderr
+    wait_for(lambda: my_jobs() == [], 30, "the submitted job to be cancelled")
+
+
 def test_injection_in_a_profile_is_refused_before_sbatch(harness: Harness) -> None:
     for bad in ['"x;touch /tmp/pwned"', '"$(id)"', '"--wrap=id"', '"a\\nb"', '"../x"', '"a b"']:
         harness.write_profile("evil", f'partition = {bad}\n[cpu]\ntime = "1:00:00"\ncpus = 1\n'

@@ -18,7 +18,7 @@ import pytest
 from interactive_slurm.base import folders
 from interactive_slurm.base.errors import ConfigError, JobEndedError, ProxyError
 from interactive_slurm.connect import endpoint
-from interactive_slurm.login import profiles, proxy, slurm
+from interactive_slurm.login import profiles, proxy, slurm, waiting
 from interactive_slurm.login.proxy import Progress, Request
 from interactive_slurm.login.slurm import Job
 
@@ -102,6 +102,20 @@ def test_progress_on_a_pipe_prints_plain_lines_without_repeats() -> None:
         progress.show(message)
     progress.done()
     assert stream.getvalue() == "interactive-slurm: job 5 PENDING\ninteractive-slurm: job 5 RUNNING\n"
+
+
+def test_progress_on_a_pipe_repeats_a_long_unchanged_wait_now_and_then() -> None:
+    """Issue 20: VS Code or `ssh -T` saw one line that never changed during a long wait."""
+    stream, now = io.StringIO(), [0.0]
+    progress = Progress(stream, clock=lambda: now[0])
+    for second in range(0, 150):
+        now[0] = float(second)
+        progress.show(f"job 5 PENDING (Priority) [{second}s]", key="job 5 PENDING (Priority)")
+    assert stream.getvalue().splitlines() == [
+        "interactive-slurm: job 5 PENDING (Priority) [0s]",
+        "interactive-slurm: job 5 PENDING (Priority) [60s]",
+        "interactive-slurm: job 5 PENDING (Priority) [120s]",
+    ]
 
 
 def test_progress_on_a_terminal_rewrites_one_line() -> None:
@@ -279,6 +293,19 @@ def test_waiter_job_gone_from_the_queue() -> None:
     assert str(info.value) == f"job 5 is gone from the queue; see {Path(folders.job_log('5'))}"
 
 
+@pytest.mark.parametrize(("reason", "key"), [("PartitionConfig", "cpus, mem or gpus"),
+                                            ("PartitionTimeLimit", "time")])
+def test_a_pending_reason_that_waiting_cannot_resolve_fails_at_once(reason: str, key: str) -> None:
+    """Issue 20, item 6: a job asking for more than the partition allows waited 30 minutes."""
+    runner = FakeRunner({"scontrol": scontrol(job("5", reason=reason))})
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, step=0.5).wait()
+    message = str(info.value)
+    assert message.startswith(f"job 5 will not start: Slurm holds it for {reason} (profile ")
+    assert f"change {key} in the profile" in message
+    assert len(runner.calls) == 1  # one query, no waiting
+
+
 def test_waiter_times_out_with_progress() -> None:
     stream = io.StringIO()
     runner = FakeRunner({"scontrol": scontrol(job("5")), "sinfo": ok("vm|mixed|none\n")})
@@ -303,10 +330,10 @@ def listener() -> Iterator[socket.socket]:
 SECRET = bytes(range(32))
 
 
-def published(listener: socket.socket, host_key: str = "ssh-ed25519 AAAAjob5key") -> endpoint.Endpoint:
+def published(listener: socket.socket) -> endpoint.Endpoint:
     ep = endpoint.Endpoint(
         job_id="5", kind="cpu", profile="default", host="127.0.0.1",
-        port=listener.getsockname()[1], host_key=host_key, session_pid=1, started_at=1.0,
+        port=listener.getsockname()[1], session_pid=1, started_at=1.0,
         secret=SECRET.hex(),
     )
     endpoint.publish(ep)
@@ -426,7 +453,7 @@ def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> 
         port = s.getsockname()[1]
     endpoint.publish(endpoint.Endpoint(
         job_id="5", kind="cpu", profile="default", host="127.0.0.1", port=port,
-        host_key="ssh-ed25519 AAAA", session_pid=1, started_at=1.0, secret=SECRET.hex(),
+        session_pid=1, started_at=1.0, secret=SECRET.hex(),
     ))
     runner = FakeRunner({"scontrol": scontrol(job("5", "RUNNING"))})
     with pytest.raises(ProxyError) as info:
@@ -489,8 +516,8 @@ class WallClock:
 
 def test_a_pending_job_is_asked_about_on_the_backoff_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the job known from acquire, the first minute holds 4 one-RPC queries (2, 6, 15, 35 s)."""
-    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
-    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MAX_PENDING", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MIN", 0.0)
     clock = WallClock(0.25)
     asked: list[float] = []
 
@@ -508,8 +535,8 @@ def test_a_pending_job_is_asked_about_on_the_backoff_schedule(monkeypatch: pytes
 def test_the_elapsed_time_ticks_every_second_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = Tty()
     clock = WallClock(0.25)
-    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
-    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MIN", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MAX_PENDING", 0.0)
     with pytest.raises(ProxyError, match="gave up"):
         proxy.Waiter(FakeRunner({"scontrol": scontrol(job("5", reason="BeginTime"))}), "5",
                      timeout=5, progress=Progress(stream), watch_fd=None, clock=clock,
@@ -522,8 +549,8 @@ def test_the_elapsed_time_ticks_every_second_on_a_terminal(monkeypatch: pytest.M
 def test_a_pipe_gets_a_line_only_when_the_state_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = io.StringIO()
     clock = WallClock(0.25)
-    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
-    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MIN", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MAX_PENDING", 0.0)
     replies = [scontrol(job("5", reason="Priority", start="Unknown"))]
     with pytest.raises(ProxyError, match="gave up"):
         waiter(FakeRunner({"scontrol": replies}), timeout=8, clock=clock,
@@ -537,8 +564,8 @@ def test_a_pipe_gets_a_line_only_when_the_state_changes(monkeypatch: pytest.Monk
 def test_slurm_not_answering_is_retried_with_backoff_and_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     stream = io.StringIO()
     clock = WallClock(0.25)
-    monkeypatch.setattr(proxy, "POLL_MIN", 0.0)
-    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MIN", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MAX_PENDING", 0.0)
     asked: list[float] = []
     answers = [DOWN, DOWN, DOWN, DOWN, scontrol(job("5", "FAILED", reason="NonZeroExitCode"))]
 
@@ -554,6 +581,94 @@ def test_slurm_not_answering_is_retried_with_backoff_and_shown(monkeypatch: pyte
     assert stream.getvalue().splitlines() == [
         "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (BeginTime) [0s]",
         "interactive-slurm: job 5: Slurm is not answering (retrying) [2s]",
+    ]
+
+
+class Loop:
+    """The waiting loop's clock: ``step`` seconds a reading, from 0; ``last`` is the loop's ``now``
+    (what a query sees). ``events`` run once the clock reaches their time."""
+
+    def __init__(self, step: float, events: dict[float, Callable[[], None]] | None = None) -> None:
+        self.now, self.step, self.last = 0.0, step, 0.0
+        self.events = dict(events or {})
+
+    def __call__(self) -> float:
+        self.last, self.now = self.now, self.now + self.step
+        for at in sorted(t for t in self.events if t <= self.last):
+            self.events.pop(at)()
+        return self.last
+
+
+def no_poll_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round of the loop is one reading of the clock, with no real sleep."""
+    monkeypatch.setattr(waiting, "POLL_MIN", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MAX_PENDING", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("known", "asked"),
+    [(True, [2, 6, 15, 35]),  # the job from acquire is the first answer, at the start
+     (False, [0.25, 2.25, 6.25, 15.25, 35.25])],  # asked at the loop's first round (one tick)
+)
+def test_a_pending_job_costs_as_many_queries_in_its_first_minute_as_before(
+    monkeypatch: pytest.MonkeyPatch, known: bool, asked: list[float],
+) -> None:
+    no_poll_waits(monkeypatch)
+    clock = Loop(0.25)
+    seen: list[float] = []
+
+    def reply(argv: tuple[str, ...], _input: str | None) -> Any:
+        seen.append(clock.last)
+        return scontrol(job("5", reason="BeginTime"))
+
+    with pytest.raises(ProxyError, match="gave up after 60 s"):
+        waiter(FakeRunner({"scontrol": reply}), timeout=60, clock=clock,
+               known=job("5", reason="BeginTime") if known else None).wait()
+    assert seen == asked
+
+
+def test_the_job_log_changing_brings_the_next_query_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_poll_waits(monkeypatch)
+
+    def job_starts() -> None:
+        folders.ensure_private_dir(folders.logs_dir())
+        Path(folders.job_log("5")).write_text("session starting\n")
+
+    clock = Loop(0.25, {10.0: job_starts})
+    asked: list[float] = []
+
+    def reply(argv: tuple[str, ...], _input: str | None) -> Any:
+        asked.append(clock.last)
+        return scontrol(job("5", reason="BeginTime"))
+
+    with pytest.raises(ProxyError, match="gave up after 40 s"):
+        waiter(FakeRunner({"scontrol": reply}), timeout=40, clock=clock,
+               known=job("5", reason="BeginTime")).wait()
+    assert asked == [2, 6, 11, 31]  # 15 s without the log; then 20 s after that query
+
+
+def test_an_unreachable_slurm_backs_off_and_the_schedule_goes_on_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_poll_waits(monkeypatch)
+    stream = io.StringIO()
+    clock = Loop(0.25)
+    asked: list[float] = []
+    answers = [DOWN] * 5 + [scontrol(job("5", reason="BeginTime", start="Unknown"))]
+
+    def reply(argv: tuple[str, ...], _input: str | None) -> Any:
+        asked.append(clock.last)
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    with pytest.raises(ProxyError, match="gave up after 60 s"):
+        waiter(FakeRunner({"scontrol": reply}), timeout=60, clock=clock, stream=stream,
+               known=job("5", reason="BeginTime", start="Unknown")).wait()
+    # +2, +4, +8, +15, +15 while silent; then the second answer's gap (+4), +9, ...
+    assert asked == [2, 4, 8, 16, 31, 46, 50, 59]
+    assert stream.getvalue().splitlines() == [
+        "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (BeginTime) [0s]",
+        "interactive-slurm: job 5: Slurm is not answering (retrying) [2s]",
+        "interactive-slurm: job 5 (vscode-remote-cpu) PENDING (BeginTime) [46s]",
     ]
 
 
@@ -584,7 +699,7 @@ def test_a_pending_job_whose_nodes_are_all_down_is_a_clear_error() -> None:
 
 
 def test_a_pending_job_with_one_usable_node_keeps_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(proxy, "POLL_MAX_PENDING", 0.0)
+    monkeypatch.setattr(waiting, "POLL_MAX_PENDING", 0.0)
     runner = FakeRunner({
         "scontrol": scontrol(node_reason(job("5"))),
         "sinfo": ok("vm|down*|Not responding\nvm2|allocated|none\n"),
@@ -640,7 +755,7 @@ def test_time_left_warning_from_the_record_alone() -> None:
     from interactive_slurm.connect.relay import time_left_warning
 
     ep = endpoint.Endpoint(job_id="7", kind="cpu", profile="default", host="n", port=2,
-                           host_key="k", session_pid=1, started_at=0.0, secret="0" * 64,
+                           session_pid=1, started_at=0.0, secret="0" * 64,
                            ends_at=10_000.0)
     assert time_left_warning(ep, 1800, now=10_000.0 - 1801) is None
     line = time_left_warning(ep, 1800, now=10_000.0 - 1799)
