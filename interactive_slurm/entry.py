@@ -20,6 +20,11 @@ def main() -> None:
 
         reuse.connect(args[1:])
         return
+    if args[:1] == ["relay-fd"]:  # the slow path's hand-off (not for people: no --help)
+        from interactive_slurm.connect import reuse
+
+        reuse.relay_fd(args[1:])
+        return
     if args[:1] == ["proxy"]:
         from interactive_slurm.install import autocheck
 

@@ -35,6 +35,22 @@ LOGIN_CONNECT_TIMEOUT = 30
 SESSION_CONNECT_TIMEOUT = defaults.WAIT_TIMEOUT + 60
 
 
+#: How long a session host's master connection (ControlMaster) stays open after its last client.
+#: The master is one proven connection of the session, so it keeps the job's idle timer from
+#: running: an unused job ends ``idle_timeout`` + this much after its last use.
+SESSION_PERSIST = "10m"
+#: The private folder (0700) of the control sockets, relative to the home directory: short, for
+#: macOS's 104-byte socket paths.
+CONTROL_DIR = ".ssh/interactive-slurm-cm"
+
+
+def multiplex_options(control_dir: str) -> tuple[tuple[str, str], ...]:
+    """A session host's shared connection: the first ``ssh`` opens a master, every later one
+    (VS Code's several, scp, ``-L``) runs over it without a new handshake or proxy."""
+    return (("ControlMaster", "auto"), ("ControlPath", f"{control_dir}/%C"),
+            ("ControlPersist", SESSION_PERSIST))
+
+
 def kind_alias(kind: str) -> str:
     """The ``HostKeyAlias`` of a ``cpu`` or ``gpu`` host."""
     return f"{kind}.{DOMAIN}"
@@ -65,6 +81,7 @@ class Host:
     proxy_command: str  # a shell command line, as ``sh -c`` runs it (``%`` is escaped on writing)
     known_hosts: str    # the file with the CA line
     login: tuple[tuple[str, str], ...] = ()  # more options, right after ProxyCommand (User, ...)
+    more: tuple[tuple[str, str], ...] = ()   # options after the trust options (multiplexing)
 
 
 def config_value(value: str) -> str:
@@ -77,7 +94,7 @@ def host_lines(host: Host) -> list[str]:
     # ssh expands %-tokens in a ProxyCommand: a literal % is written %%.
     lines = [f"Host {host.alias}", f"  ProxyCommand {host.proxy_command.replace('%', '%%')}"]
     options = [*host.login, *trust_options(kind_alias(host.kind), host.known_hosts), KEEPALIVE,
-               ("ConnectTimeout", str(SESSION_CONNECT_TIMEOUT))]
+               ("ConnectTimeout", str(SESSION_CONNECT_TIMEOUT)), *host.more]
     return lines + [f"  {key} {config_value(value)}" for key, value in options]
 
 

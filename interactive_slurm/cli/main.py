@@ -21,6 +21,7 @@ from interactive_slurm.base import config, folders, selfcmd, sshhosts, values
 from interactive_slurm.base.errors import InteractiveSlurmError
 from interactive_slurm.base.fsutil import describe_os_error
 from interactive_slurm.cli import base as cli_base
+from interactive_slurm.cli.doctor import doctor_cmd
 from interactive_slurm.cli.laptop import clusters_cmd, setup_cmd
 from interactive_slurm.cli.remote import remote_cli
 from interactive_slurm.cli.update import self_check_cmd, update_cmd
@@ -32,14 +33,16 @@ KIND = click.Choice(["cpu", "gpu"])
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="interactive-slurm")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """ssh into a shell inside a Slurm job.
 
     \b
     Example:
       interactive-slurm ssh-config >> ~/.ssh/config && ssh slurm-cpu
     """
-    folders.check_trusted()  # StrictModes for config, profiles, known_hosts and state
+    if ctx.invoked_subcommand != "doctor":  # doctor reports an unsafe folder as one of its checks
+        folders.check_trusted()  # StrictModes for config, profiles, known_hosts and state
 
 
 @cli.command("proxy")
@@ -115,9 +118,14 @@ def trust_cmd(write: bool) -> None:
     click.echo(line)
 
 
-def _ssh_config_block(login: str | None, remote_command: str) -> str:
+def _ssh_config_block(login: str | None, remote_command: str, multiplex: bool = False) -> str:
     """The Host entries slurm-cpu and slurm-gpu (the laptop's managed block is the same renderer)."""
     known = str(Path(folders.known_hosts_file()))
+    more: tuple[tuple[str, str], ...] = ()
+    if multiplex:
+        control_dir = Path.home() / sshhosts.CONTROL_DIR
+        folders.make_private_dirs(control_dir)  # ssh makes the socket, not its folder
+        more = sshhosts.multiplex_options(str(control_dir))
     head = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
     if login:
         head.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in {known}")
@@ -130,7 +138,7 @@ def _ssh_config_block(login: str | None, remote_command: str) -> str:
                        f"{remote_command} proxy {kind}")
         else:
             command = selfcmd.command("proxy", kind)
-        hosts.append(sshhosts.Host(f"slurm-{kind}", kind, command, known))
+        hosts.append(sshhosts.Host(f"slurm-{kind}", kind, command, known, more=more))
     return sshhosts.render(head, hosts, ["# END interactive-slurm"])
 
 
@@ -138,11 +146,16 @@ def _ssh_config_block(login: str | None, remote_command: str) -> str:
 @click.option("--login", help="Login node to hop through (for a laptop's ~/.ssh/config).")
 @click.option("--remote-command", default="interactive-slurm", show_default=True,
               help="With --login: how to run interactive-slurm on the login node.")
-def ssh_config_cmd(login: str | None, remote_command: str) -> None:
+@click.option("--multiplex/--no-multiplex", default=True, show_default=True,
+              help="Share one connection per host (ControlMaster; not with --login: setup "
+                   "writes that for a laptop).")
+def ssh_config_cmd(login: str | None, remote_command: str, multiplex: bool) -> None:
     """Print Host entries slurm-cpu and slurm-gpu for ~/.ssh/config.
 
-    On the login node it also writes the managed known_hosts file that trusts your host CA;
-    with --login (on a laptop) it prints where to put the line from `interactive-slurm trust`.
+    On the login node it also writes the managed known_hosts file that trusts your host CA,
+    and the hosts share one connection each (the first ssh opens a master that later ones
+    use); with --login (on a laptop) it prints where to put the line from `interactive-slurm
+    trust`.
 
     \b
     Example:
@@ -150,7 +163,7 @@ def ssh_config_cmd(login: str | None, remote_command: str) -> None:
     """
     if not login:
         remote.ensure_known_hosts(cli_base.runner())
-    click.echo(_ssh_config_block(login, remote_command), nl=False)
+    click.echo(_ssh_config_block(login, remote_command, multiplex and not login), nl=False)
 
 
 class _ProfilesGroup(click.Group):
@@ -242,6 +255,7 @@ cli.add_command(update_cmd)
 cli.add_command(self_check_cmd)
 cli.add_command(setup_cmd)
 cli.add_command(clusters_cmd)
+cli.add_command(doctor_cmd)
 
 
 def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:

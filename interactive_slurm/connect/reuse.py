@@ -131,3 +131,30 @@ def connect(args: list[str]) -> None:
     from interactive_slurm.connect.relay import relay
 
     relay(ep, sock, threshold=warn_threshold)
+
+
+def relay_fd(args: list[str]) -> None:
+    """``interactive-slurm relay-fd FD JOBID``: the proxy's slow path, once connected, hands its
+    keyhole-checked socket to this lean process (see login/proxy.hand_off) and ends."""
+    import _socket
+
+    from interactive_slurm.connect import endpoint
+    from interactive_slurm.connect.relay import relay
+
+    if len(args) != 2 or not args[0].isdigit():
+        sys.stderr.write("error: usage: interactive-slurm relay-fd FD JOBID\n")
+        sys.exit(2)
+    sock = _socket.socket(fileno=int(args[0]))
+    try:
+        ep = endpoint.read_job(args[1])
+    except (InteractiveSlurmError, OSError):
+        ep = None
+    if ep is None:  # withdrawn meanwhile: the session is ending; carry the bytes anyway
+        from interactive_slurm.connect.splice import splice
+
+        try:
+            splice(0, 1, sock)
+        finally:
+            sock.close()
+        return
+    relay(ep, sock, threshold=warn_threshold)

@@ -464,6 +464,20 @@ def stop_shared_login(runner: Runner, cluster: Cluster) -> bool:
     return result.returncode == 0
 
 
+def stop_session_masters(runner: Runner, cluster: Cluster) -> list[str]:
+    """Close the master connections of the cluster's session hosts (while its block still says
+    where their sockets are); returns the hosts that had one."""
+    if not cluster.ssh_config or not Path(cluster.ssh_config).exists():
+        return []
+    closed = []
+    for host in cluster.hosts:
+        result = runner.run(["ssh", "-F", cluster.ssh_config, "-O", "exit", host], check=False,
+                            timeout=30)
+        if result.returncode == 0:
+            closed.append(host)
+    return closed
+
+
 def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool,
               dry_run: bool) -> Report:
     report = Report()
@@ -485,6 +499,10 @@ def uninstall(name: str, term: Terminal, runner: Runner, *, remove_install: bool
                    f"{', '.join(sharing)} uses it too")
     elif platform.system() != "Windows" and stop_shared_login(runner, cluster):
         report.add(f"closed the shared login connection to {login}")
+    if platform.system() != "Windows":
+        closed = stop_session_masters(runner, cluster)
+        if closed:
+            report.add(f"closed the shared connection of {', '.join(closed)}")
     apply_all(planned, report)
     if not clusters.load():  # the last cluster: setup's backups go with it
         removed = [p for c in planned for p in changes.prune_backups(

@@ -11,7 +11,9 @@ The login hop is written as options on the ProxyCommand's own ``ssh`` (not as a 
 it works whatever ``-F`` or ``Include`` layout the user has, and the user's own settings for the
 login node (ProxyJump, GSSAPI, ...) still apply to what the block leaves unset. On Linux and macOS
 that hop is a shared connection (``ControlMaster auto``): a second factor is asked once and
-reconnects skip the login handshake. OpenSSH for Windows has no ControlMaster.
+reconnects skip the login handshake. The session hosts themselves are shared connections too:
+the first ``ssh slurm-cpu`` opens a master, later ones (VS Code's, scp, ``-L``) run over it in
+milliseconds. OpenSSH for Windows has no ControlMaster.
 
 The ``Host`` entries themselves are :func:`interactive_slurm.base.sshhosts.render`'s, the same as
 ``interactive-slurm ssh-config`` prints on a login node; what is the laptop's is the inputs (the
@@ -107,12 +109,19 @@ def proxy_argv(block: Block, kind: str) -> list[str]:
     return argv
 
 
+#: The session hosts' masters persist (ControlPersist), and OpenSSH then gives the ProxyCommand
+#: /dev/null as its stderr: the proxy's queue progress and its errors would be lost. When that
+#: is so and there is a terminal, they go to the terminal instead (``sh`` runs the hop).
+TTY_STDERR = ('if [ /dev/stderr -ef /dev/null ] && (: >/dev/tty) 2>/dev/null; '
+              'then exec "$@" 2>/dev/tty; fi; exec "$@"')
+
+
 def proxy_command(block: Block, kind: str) -> str:
     """The ProxyCommand as the local shell runs it (the renderer escapes ssh's ``%``)."""
     argv = proxy_argv(block, kind)
     if block.windows:
         return " ".join(_windows_quote(a.replace("\\", "/")) for a in argv)
-    return shlex.join(argv)
+    return shlex.join(["sh", "-c", TTY_STDERR, "sh", *argv])
 
 
 def _local_path(path: str, windows: bool) -> str:
@@ -124,7 +133,9 @@ def render(block: Block) -> str:
     head = [f"{begin_marker(block.name)} (written by `interactive-slurm setup`; changes here are replaced)"]
     login = (("User", block.user), ("IdentityFile", _local_path(block.identity, block.windows)))
     known = _local_path(block.known_hosts, block.windows)
-    hosts = [sshhosts.Host(alias, kind, proxy_command(block, kind), known, login)
+    # OpenSSH for Windows has no ControlMaster: its hosts make a new connection each time.
+    more = () if block.windows else sshhosts.multiplex_options(block.control_dir)
+    hosts = [sshhosts.Host(alias, kind, proxy_command(block, kind), known, login, more)
              for alias, kind in block.hosts]
     tail = ["# (the line below ends these hosts: what follows applies to every host, as before)",
             "Host *", end_marker(block.name)]

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Callable, TextIO
 
-from interactive_slurm.base import folders, locks
+from interactive_slurm.base import folders, locks, selfcmd
 from interactive_slurm.base.config import Config
 from interactive_slurm.base.errors import (
     Aborted,
@@ -493,7 +493,27 @@ def run(
         ep, sock, initial = ensure_session(
             runner, req, timeout=timeout or cfg.wait_timeout, err=err, watch_fd=stdin_fd
         )
+        if (stdin_fd, stdout_fd, err) == (0, 1, sys.stderr):
+            initial = hand_off(ep, sock, initial)  # returns only if it could not
     else:
         ep, sock = found
     relay(ep, sock, threshold=lambda: float(cfg.warn_time_left), stdin_fd=stdin_fd,
           stdout_fd=stdout_fd, initial=initial, err=err)
+
+
+def hand_off(ep: endpoint.Endpoint, sock: Socket, initial: bytes) -> bytes:
+    """Replace this process by the lean relay (``interactive-slurm relay-fd FD JOB``) with the
+    connected socket: what the wait needed (click, the Slurm layer, threads: ~20 MB) goes, and
+    the connection costs what a reused one does. Returns only when the exec failed (this
+    process then relays itself): the ssh client's bytes not yet sent on."""
+    try:
+        if initial:
+            sock.sendall(initial)  # the ssh client's first bytes, read while waiting
+            initial = b""
+        os.set_inheritable(sock.fileno(), True)
+        sys.stderr.flush()
+        argv = [*selfcmd.argv(), "relay-fd", str(sock.fileno()), ep.job_id]
+        os.execv(argv[0], argv)
+    except OSError:
+        pass
+    return initial

@@ -148,8 +148,11 @@ def harness(cluster: None, tmp_path: Path) -> Iterator[Harness]:
         "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
     }
     env.pop("SLURM_JOB_ID", None)
+    # One connection per ssh (no master): the tests watch each connect's proxy and its stderr;
+    # tests/e2e/test_multiplex.py writes the default (shared) entries.
     cfg_text = subprocess.run(
-        [str(TOOL), "ssh-config"], env=env, capture_output=True, text=True, check=True
+        [str(TOOL), "ssh-config", "--no-multiplex"], env=env, capture_output=True, text=True,
+        check=True,
     ).stdout
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text(cfg_text)

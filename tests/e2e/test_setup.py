@@ -317,8 +317,7 @@ def test_a_hostile_login_node_cannot_change_the_laptops_ssh_options(laptop: Lapt
         code, out = laptop.setup(
             "127.0.0.1", "--port", str(login_node.pw_port), "--user", laptop.env["USER"],
             "--install-dir", str(laptop.install), "--python", str(hostile), "--yes",
-            answers=[(r"Make a new ed25519 key there\?", "y"), (r"password: ", login_node.password),
-                     (r"Passphrase for the new key", "")])
+            answers=[(r"password: ", login_node.password)])  # --yes: a new key, no questions
     finally:
         hostile.unlink()
     assert code == 1, out
@@ -334,9 +333,7 @@ def test_uninstalling_one_cluster_keeps_the_others_open_shell(laptop: Laptop,
     port = str(login_node.pw_port)
     args = ["127.0.0.1", "--port", port, "--user", laptop.env["USER"], "--install-dir",
             str(laptop.install), "--yes", "--no-vscode"]
-    code, out = laptop.setup(*args, answers=[(r"Make a new ed25519 key there\?", "y"),
-                                             (r"password: ", login_node.password),
-                                             (r"Passphrase for the new key", "")])
+    code, out = laptop.setup(*args, answers=[(r"password: ", login_node.password)])
     assert code == 0, out
     code, out = laptop.setup(*args, "--name", "lab", answers=[])
     assert code == 0, out

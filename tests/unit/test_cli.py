@@ -286,7 +286,7 @@ def test_session_outside_a_job(
 needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
 
 
-def block(command: str, known_hosts: Path, login: str = "") -> str:
+def block(command: str, known_hosts: Path, login: str = "", control_dir: Path | None = None) -> str:
     lines = ["# BEGIN interactive-slurm (generated; edits here are replaced)"]
     if login:
         lines.append(f"# Trust: on {login} run `interactive-slurm trust` and put its line in "
@@ -302,17 +302,27 @@ def block(command: str, known_hosts: Path, login: str = "") -> str:
             "  ServerAliveInterval 30",
             "  ConnectTimeout 1860",
         ]
+        if control_dir:
+            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C",
+                      "  ControlPersist 10m"]
     return "\n".join([*lines, "# END interactive-slurm"]) + "\n"
 
 
 @needs_ssh_keygen
-def test_ssh_config_prints_host_entries_and_writes_the_trust_file(home: Path) -> None:
+def test_ssh_config_prints_host_entries_and_writes_the_trust_file(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
     result = invoke(cli.cli, ["ssh-config"])
     assert result.exit_code == 0
     known = home / "config" / "known_hosts"
     script = Path(sys.executable).parent / "interactive-slurm"
     command = str(script) if script.exists() else f"{sys.executable} -I -m interactive_slurm"
-    assert result.stdout == block(command, known)
+    control_dir = tmp_path / "user" / ".ssh" / "interactive-slurm-cm"
+    assert result.stdout == block(command, known, control_dir=control_dir)
+    assert control_dir.stat().st_mode & 0o777 == 0o700  # ssh makes sockets, not folders
+    plain = invoke(cli.cli, ["ssh-config", "--no-multiplex"])
+    assert plain.stdout == block(command, known)
     ca_pub = (home / "state" / "hostca" / "ca.pub").read_text().strip()
     assert known.read_text() == hostca.known_hosts_line(ca_pub) + "\n"
 

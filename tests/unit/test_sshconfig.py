@@ -30,7 +30,8 @@ def test_block_text_is_exact() -> None:
     assert text == (
         "# BEGIN interactive-slurm slurm (written by `interactive-slurm setup`; changes here are replaced)\n"
         "Host slurm-cpu\n"
-        "  ProxyCommand ssh -o ControlMaster=auto"
+        "  ProxyCommand sh -c 'if [ /dev/stderr -ef /dev/null ] && (: >/dev/tty) 2>/dev/null; "
+        "then exec \"$@\" 2>/dev/tty; fi; exec \"$@\"' sh ssh -o ControlMaster=auto"
         " -o ControlPath=/home/alice/.ssh/interactive-slurm-cm/%%C -o ControlPersist=30m"
         " -o ServerAliveInterval=30 -o ConnectTimeout=30 -i /home/alice/.ssh/id_ed25519 -p 22 -l alice"
         " -T -- login.example.org"
@@ -43,6 +44,9 @@ def test_block_text_is_exact() -> None:
         "  CheckHostIP no\n"
         "  ServerAliveInterval 30\n"
         "  ConnectTimeout 1860\n"
+        "  ControlMaster auto\n"
+        "  ControlPath /home/alice/.ssh/interactive-slurm-cm/%C\n"
+        "  ControlPersist 10m\n"
         "# (the line below ends these hosts: what follows applies to every host, as before)\n"
         "Host *\n"
         "# END interactive-slurm slurm\n"
@@ -192,3 +196,18 @@ def test_a_users_host_star_connect_timeout_does_not_cut_a_queued_connect(tmp_pat
     other = subprocess.run(["ssh", "-F", str(config), "-G", "elsewhere"], capture_output=True,
                            text=True, check=True).stdout.splitlines()
     assert "connecttimeout 5" in other  # the user's own hosts keep theirs
+
+
+def test_the_hops_stderr_goes_to_the_terminal_only_when_ssh_gave_it_dev_null(tmp_path: object) -> None:
+    """A persisting master gives the ProxyCommand /dev/null as stderr (OpenSSH): the proxy's
+    progress and errors then go to the terminal, if there is one; otherwise stderr is kept."""
+    import pathlib
+
+    out = pathlib.Path(str(tmp_path)) / "err"
+    script = [sshconfig.TTY_STDERR, "sh", "sh", "-c", "echo to-stderr >&2"]
+    with open(out, "w") as err:  # a real stderr: kept, whether or not there is a terminal
+        subprocess.run(["sh", "-c", *script], stderr=err, check=True, start_new_session=True)
+    assert out.read_text() == "to-stderr\n"
+    # /dev/null and no terminal (a new session has none): still runs, output goes nowhere.
+    done = subprocess.run(["sh", "-c", *script], stderr=subprocess.DEVNULL, start_new_session=True)
+    assert done.returncode == 0
