@@ -97,15 +97,20 @@ def cache_key(runtime: str, image: str) -> str:
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
+def digests_dir() -> Path:
+    """Where the digests of file images are remembered: beside the user's own image cache."""
+    return Path(folders.image_cache_dir()).parent / "image-digests"
+
+
 def content_digest(real: str) -> str:
-    """SHA-256 of the file ``real``, remembered in ``<own cache>/digests`` under the file's
+    """SHA-256 of the file ``real``, remembered in :func:`digests_dir` under the file's
     identity (path, device, inode, size, mtime), so an unchanged file is read once. OSError
     when the file cannot be read."""
     st = os.stat(real)
     if not stat.S_ISREG(st.st_mode):
         return hashlib.sha256(real.encode()).hexdigest()  # a folder image: used where it is
     version = f"{real}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}"
-    memo = Path(folders.image_cache_dir()) / "digests" / hashlib.sha256(version.encode()).hexdigest()
+    memo = digests_dir() / hashlib.sha256(version.encode()).hexdigest()
     try:
         known = memo.read_text().strip()
     except OSError:

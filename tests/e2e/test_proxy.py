@@ -149,11 +149,17 @@ def test_a_job_the_partition_will_never_start_fails_at_once_and_is_cancelled(har
     harness.write_profile("toolong", 'partition = "short"\n[cpu]\ntime = "2:00:00"\ncpus = 1\n'
                           'mem = "1G"\n[gpu]\ntime = "1:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
     start = time.monotonic()
-    result = harness.tool("proxy", "cpu", "--profile", "toolong", check=False)
+    proxy = harness.proxy("cpu", "--profile", "toolong")  # stdin stays open, as ssh keeps it
+    assert proxy.stdout is not None and proxy.stderr is not None
+    try:
+        proxy.wait(timeout=30)
+    finally:
+        proxy.kill()
+    out, err = proxy.stdout.read(), proxy.stderr.read()
     assert time.monotonic() - start < 30
-    assert result.returncode == 1 and result.stdout == ""
-    assert "will not start: Slurm holds it for PartitionTimeLimit" in result.stderr
-    assert "change time in the profile" in result.stderr
+    assert proxy.returncode == 1 and out == b""
+    assert b"will not start: Slurm holds it for PartitionTimeLimit" in err
+    assert b"change time in the profile" in err
     wait_for(lambda: my_jobs() == [], 30, "the submitted job to be cancelled")
 
 

@@ -273,7 +273,8 @@ def test_cache_key_of_a_file_is_its_content_remembered_per_file_version(tmp_path
     first.write_bytes(b"same bytes")
     second.write_bytes(b"same bytes")
     assert cache_key("charliecloud", str(first)) == cache_key("charliecloud", str(second))
-    memos = list((Path(folders.image_cache_dir()) / "digests").iterdir())
+    memos = list(imagecache.digests_dir().iterdir())
+    assert not Path(folders.image_cache_dir()).exists()  # entries only in the cache itself
     assert len(memos) == 2 and all(m.stat().st_mode & 0o777 == 0o600 for m in memos)
     memos[0].write_text("not a digest\n")  # a broken memo is recomputed, not trusted
     assert cache_key("charliecloud", str(first)) == cache_key("charliecloud", str(second))
