@@ -118,6 +118,8 @@ def connect(args: list[str]) -> None:
             ep = endpoint.read_job(args[0])
         except PermissionError as exc:
             raise InteractiveSlurmError(f"job {args[0]}'s record is not yours to read") from exc
+        except OSError as exc:
+            raise InteractiveSlurmError(f"job {args[0]}'s record: {exc.strerror or exc}") from exc
         if ep is None:
             raise InteractiveSlurmError(f"job {args[0]} has no running session")
         try:

@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import TOOL, Harness, my_jobs, wait_for
+from .test_connect import _free_port, reply_server
 
 MUX_WORDS = ("ControlSocket", "Control socket", "mux_client", "master", "stale")
 
@@ -89,20 +89,8 @@ def test_later_connections_run_over_the_master(mux: Harness, tmp_path: Path) -> 
 def test_a_port_forward_over_the_master(mux: Harness) -> None:
     h = mux
     h.ssh("slurm-cpu", "true")
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-
-    def answer() -> None:
-        conn, _ = server.accept()
-        with conn:
-            conn.sendall(b"over the master " + conn.recv(100))
-
-    threading.Thread(target=answer, daemon=True).start()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        local = probe.getsockname()[1]
-    target = server.getsockname()[1]
+    server = reply_server(b"over the master ")
+    local, target = _free_port(), server.getsockname()[1]
     fwd = subprocess.Popen(["ssh", "-F", str(h.ssh_config), "-o", "BatchMode=yes", "-o",
                             "ExitOnForwardFailure=yes", "-N", "-L",
                             f"{local}:127.0.0.1:{target}", "slurm-cpu"],

@@ -218,3 +218,18 @@ def test_the_fast_path_keeps_config_values_while_config_toml_stays_the_same(home
     result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                             env={**os.environ})
     assert result.returncode != 0 and "default_profile" in result.stderr
+
+
+def test_connect_to_a_record_that_is_not_ours_is_one_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 17, item 5: `connect JOBID` on another user's job printed a PermissionError
+    traceback."""
+    def refuse(job_id: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(endpoint, "read_job", refuse)
+    with pytest.raises(SystemExit) as info:
+        reuse.connect(["77"])
+    assert info.value.code == 1
+    assert capsys.readouterr().err == "error: job 77's record is not yours to read\n"
