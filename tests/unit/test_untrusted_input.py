@@ -100,3 +100,117 @@ def test_any_config_cache_reads_as_values_or_none(home: Path, data: bytes) -> No
         assert configcache.load(str(config_file)) == ("dev", 1800.0)  # config.toml decides
     except InteractiveSlurmError:
         pytest.fail("a corrupt cache must be ignored, not reported")
+
+
+# --- config.toml and profiles: any text is a value or a ConfigError -----------------------------
+
+toml_like = st.one_of(
+    st.text(max_size=300),
+    st.dictionaries(st.sampled_from(["default_profile", "wait_timeout", "warn_time_left", "sshd",
+                                     "image_cache", "update", "clusters", "x"]),
+                    st.one_of(st.text(max_size=20), st.integers(), st.booleans(),
+                              st.dictionaries(st.text(max_size=8), st.text(max_size=8),
+                                              max_size=3)),
+                    max_size=5).map(lambda d: "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())),
+)
+
+
+@SETTINGS
+@given(toml_like)
+def test_any_config_toml_is_a_config_or_a_config_error(home: Path, text: str) -> None:
+    from interactive_slurm.base import config, tomlio
+    from interactive_slurm.base.errors import ConfigError
+
+    path = home / "config.toml"
+    try:
+        config.parse(tomlio.loads(text, path), path)
+    except ConfigError:
+        pass
+
+
+profile_like = st.one_of(
+    st.text(max_size=300),
+    st.fixed_dictionaries({}, optional={
+        "partition": st.text(max_size=12), "account": st.text(max_size=12),
+        "time": st.one_of(st.text(max_size=12), st.integers()),
+        "cpus": st.one_of(st.integers(-5, 500), st.text(max_size=5)),
+        "mem": st.one_of(st.text(max_size=8), st.integers()),
+        "gpus": st.one_of(st.integers(-2, 20), st.text(max_size=4)),
+        "extra": st.lists(st.text(max_size=20), max_size=3),
+        "idle_timeout": st.text(max_size=8), "container": st.text(max_size=20),
+    }).map(lambda d: "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())
+           + "\n[cpu]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())
+           + "\n[gpu]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())),
+)
+
+
+@SETTINGS
+@given(profile_like)
+def test_any_profile_is_a_profile_or_a_config_error(home: Path, text: str) -> None:
+    from interactive_slurm.base import tomlio
+    from interactive_slurm.base.errors import ConfigError
+    from interactive_slurm.login import profiles
+
+    path = home / "p.toml"
+    try:
+        prof = profiles.parse_profile("p", tomlio.loads(text, path), path)
+    except ConfigError:
+        return
+    for kind in profiles.KINDS:
+        profiles.sbatch_resource_args(prof.resources(kind))  # a valid profile builds its argv
+
+
+# --- the keyhole's messages ----------------------------------------------------------------------
+
+@SETTINGS
+@given(st.lists(st.binary(max_size=80), max_size=6))
+def test_the_keyhole_gate_answers_or_refuses_any_bytes(chunks: list[bytes]) -> None:
+    from interactive_slurm.connect import keyhole
+
+    gate = keyhole.Gate(bytes(range(32)), "42")
+    for chunk in chunks:
+        try:
+            answer = gate.feed(chunk)
+        except keyhole.KeyholeError:
+            return
+        assert answer is None or isinstance(answer, bytes)
+
+
+# --- Slurm's output and git's tag names ----------------------------------------------------------
+
+slurm_like = st.one_of(
+    st.text(max_size=400),
+    st.lists(st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=40)
+             .map(lambda s: s.replace(" ", "|")), max_size=6).map("\n".join),
+    st.lists(st.tuples(st.sampled_from(["JobId", "JobName", "JobState", "Reason", "NodeList",
+                                        "TimeLeft", "TimeLimit", "StartTime", "Comment",
+                                        "Partition", "x"]), st.text(max_size=15)),
+             max_size=10).map(lambda kv: " ".join(f"{k}={v}" for k, v in kv)),
+)
+
+
+@SETTINGS
+@given(slurm_like)
+def test_slurm_parsers_give_a_value_or_a_slurm_error(text: str) -> None:
+    from interactive_slurm.base.errors import SlurmError
+    from interactive_slurm.login import slurm
+
+    from interactive_slurm.login import doctor
+
+    for parse in (slurm.parse_sbatch, slurm.parse_squeue, slurm.parse_scontrol_job,
+                  slurm.parse_sinfo_nodes, slurm.parse_comment, slurm.submit_refusal,
+                  slurm.hopeless, doctor.parse_partitions, doctor.parse_nodes,
+                  doctor.parse_version, doctor.parse_gres, doctor.parse_time_limit):
+        try:
+            parse(text)
+        except SlurmError:
+            pass
+
+
+@SETTINGS
+@given(st.text(max_size=60))
+def test_any_tag_name_sorts_as_a_version_or_not_at_all(tag: str) -> None:
+    from interactive_slurm.install import updater
+
+    key = updater.version_key(tag)
+    assert key is None or all(isinstance(n, int) for n in key)
