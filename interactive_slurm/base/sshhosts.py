@@ -51,6 +51,25 @@ def multiplex_options(control_dir: str) -> tuple[tuple[str, str], ...]:
             ("ControlPersist", SESSION_PERSIST))
 
 
+#: The ``-tmux`` twin of each host: a shell in the job that survives the connection (a dropped
+#: network, a sleeping laptop): attach to the job's one tmux session (or screen's), or start it.
+#: Run by the user's login shell on the node, so it starts ``sh`` for the POSIX parts.
+#: The tmux server is the job's own (``-L interactive-slurm-JOBID``): a second job on the same
+#: node gets its own shell, and the session stops the server when the job ends.
+PERSISTENT_SUFFIX = "-tmux"
+PERSISTENT_SESSION = "interactive-slurm"
+TMUX_SOCKET = "interactive-slurm-{job_id}"
+PERSISTENT_COMMAND = (
+    "exec sh -c 'command -v tmux >/dev/null && exec tmux -L "
+    f"{TMUX_SOCKET.format(job_id='$SLURM_JOB_ID')} new-session -A -s {PERSISTENT_SESSION}; "
+    f"command -v screen >/dev/null && exec screen -xRR {PERSISTENT_SESSION}-$SLURM_JOB_ID; "
+    "echo interactive-slurm: neither tmux nor screen is installed in the job, install one or "
+    "load its module >&2; exit 127'"
+)
+#: Options whose value is the rest of the line as it is (ssh reads a command there, not words).
+_RAW_OPTIONS = ("RemoteCommand",)
+
+
 def kind_alias(kind: str) -> str:
     """The ``HostKeyAlias`` of a ``cpu`` or ``gpu`` host."""
     return f"{kind}.{DOMAIN}"
@@ -84,6 +103,13 @@ class Host:
     more: tuple[tuple[str, str], ...] = ()   # options after the trust options (multiplexing)
 
 
+def persistent(host: Host) -> Host:
+    """``host``'s ``-tmux`` twin: the same connection, with :data:`PERSISTENT_COMMAND`."""
+    return Host(f"{host.alias}{PERSISTENT_SUFFIX}", host.kind, host.proxy_command,
+                host.known_hosts, host.login,
+                (*host.more, ("RequestTTY", "force"), ("RemoteCommand", PERSISTENT_COMMAND)))
+
+
 def config_value(value: str) -> str:
     """A value as ssh_config reads it: in double quotes when it has a space."""
     return f'"{value}"' if " " in value else value
@@ -95,10 +121,14 @@ def host_lines(host: Host) -> list[str]:
     lines = [f"Host {host.alias}", f"  ProxyCommand {host.proxy_command.replace('%', '%%')}"]
     options = [*host.login, *trust_options(kind_alias(host.kind), host.known_hosts), KEEPALIVE,
                ("ConnectTimeout", str(SESSION_CONNECT_TIMEOUT)), *host.more]
-    return lines + [f"  {key} {config_value(value)}" for key, value in options]
+    return lines + [f"  {key} {value.replace('%', '%%') if key in _RAW_OPTIONS else config_value(value)}"
+                    for key, value in options]
 
 
 def render(head: Sequence[str], hosts: Iterable[Host], tail: Sequence[str]) -> str:
-    """``head`` lines, each host's entry, ``tail`` lines; ends with a newline."""
-    lines = [*head, *(line for host in hosts for line in host_lines(host)), *tail]
+    """``head`` lines, each host's entry and its :func:`persistent` twin, ``tail`` lines; ends
+    with a newline."""
+    hosts = list(hosts)
+    lines = [*head, *(line for host in [*hosts, *map(persistent, hosts)]
+                      for line in host_lines(host)), *tail]
     return "\n".join(lines) + "\n"

@@ -181,7 +181,8 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
     # ~/.ssh/config
     before = changes.read(req.ssh_config)
     text = before or ""
-    clash = sshconfig.clashes(text, req.name, [h for h, _ in hosts])
+    clash = sshconfig.clashes(text, req.name, [name for h, _ in hosts
+                                               for name in (h, h + sshhosts.PERSISTENT_SUFFIX)])
     if clash:
         raise SetupError(
             f"{req.ssh_config}: Host {', '.join(clash)} is already defined outside setup's block; "

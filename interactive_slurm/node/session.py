@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from interactive_slurm import __version__
-from interactive_slurm.base import folders
+from interactive_slurm.base import folders, sshhosts
 from interactive_slurm.base.errors import CommandError, SessionError
 from interactive_slurm.base.runner import Runner, describe
 from interactive_slurm.connect import endpoint, keyhole
@@ -502,10 +502,20 @@ class Session:
     def cleanup(self) -> None:
         endpoint.remove(self.spec.job_id)
         self.stop_children()
+        self.stop_persistent_shell()
         if self.container is not None:
             self.container.cleanup(self.runner)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def stop_persistent_shell(self) -> None:
+        """End the job's tmux server (``ssh slurm-cpu-tmux``): daemonized, it would outlive the
+        job where Slurm tracks processes by parentage (proctrack/linuxproc)."""
+        if shutil.which("tmux") is None:
+            return
+        socket_name = sshhosts.TMUX_SOCKET.format(job_id=self.spec.job_id)
+        with contextlib.suppress(CommandError):
+            self.runner.run(["tmux", "-L", socket_name, "kill-server"], check=False, timeout=10)
 
     def run(self) -> int:
         # Block stop signals while starting so cleanup always runs; serve() takes them.

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from interactive_slurm import __version__
+from interactive_slurm.base import sshhosts
 from interactive_slurm.cli import base as cli_base
 from interactive_slurm.cli import main as cli
 from interactive_slurm.login import profiles
@@ -305,6 +306,12 @@ def block(command: str, known_hosts: Path, login: str = "", control_dir: Path | 
         if control_dir:
             lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C",
                       "  ControlPersist 10m"]
+    plain = list(lines)
+    for kind in ("cpu", "gpu"):  # the -tmux twins: the same, with a shell that survives
+        start = plain.index(f"Host slurm-{kind}")
+        end = plain.index("Host slurm-gpu") if kind == "cpu" else len(plain)
+        lines += [f"Host slurm-{kind}-tmux", *plain[start + 1:end], "  RequestTTY force",
+                  f"  RemoteCommand {sshhosts.PERSISTENT_COMMAND}"]
     return "\n".join([*lines, "# END interactive-slurm"]) + "\n"
 
 

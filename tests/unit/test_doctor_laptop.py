@@ -86,7 +86,7 @@ def test_read_block(laptop: dict[str, Path]) -> None:
     text = write_config(laptop, "Host *\n  ServerAliveInterval 10\n\n")
     found = doctor.read_block(text, "slurm")
     assert found is not None and found.start == 3
-    assert set(found.hosts) == {"slurm-cpu", "slurm-gpu"}
+    assert set(found.hosts) == {"slurm-cpu", "slurm-gpu", "slurm-cpu-tmux", "slurm-gpu-tmux"}
     assert found.hosts["slurm-cpu"]["hostkeyalias"] == "cpu.interactive-slurm"
     assert doctor.read_block(text, "other") is None
 

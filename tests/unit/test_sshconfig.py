@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from interactive_slurm.base import sshhosts
 from interactive_slurm.base.errors import ConfigError
 from interactive_slurm.laptop import sshconfig
 from interactive_slurm.laptop.sshconfig import Block
@@ -27,6 +28,12 @@ def block(**kw: object) -> Block:
 
 def test_block_text_is_exact() -> None:
     text = sshconfig.render(block(hosts=(("slurm-cpu", "cpu"),)))
+    entry, _, twin = text.partition("Host slurm-cpu-tmux\n")
+    twin, _, tail = twin.partition("# (the line below")
+    # The -tmux twin: the same entry, with a shell in the job that outlives the connection.
+    assert twin == (entry.split("Host slurm-cpu\n", 1)[1] + "  RequestTTY force\n"
+                    f"  RemoteCommand {sshhosts.PERSISTENT_COMMAND}\n")
+    text = entry + "# (the line below" + tail
     assert text == (
         "# BEGIN interactive-slurm slurm (written by `interactive-slurm setup`; changes here are replaced)\n"
         "Host slurm-cpu\n"
