@@ -115,7 +115,9 @@ def proxy_of(ssh_pid: int) -> int:
     out = subprocess.run(["pgrep", "-P", str(ssh_pid)], capture_output=True, text=True).stdout
     for pid in map(int, out.split()):
         with contextlib.suppress(OSError):
-            if b"proxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            # The proxy, or the lean relay a proxy that waited for the job became (same pid).
+            if any(word in Path(f"/proc/{pid}/cmdline").read_bytes() for word in (b"proxy",
+                                                                               b"relay-fd")):
                 return pid
     return 0
 
