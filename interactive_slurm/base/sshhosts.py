@@ -44,6 +44,18 @@ SESSION_PERSIST = "10m"
 CONTROL_DIR = ".ssh/interactive-slurm-cm"
 
 
+#: The session hosts' masters persist (ControlPersist), and OpenSSH then gives the ProxyCommand
+#: /dev/null as its stderr: the proxy's queue progress and its errors would be lost. When that
+#: is so and there is a terminal, they go to the terminal instead (``sh`` runs the proxy).
+TTY_STDERR = ('if [ /dev/stderr -ef /dev/null ] && (: >/dev/tty) 2>/dev/null; '
+              'then exec "$@" 2>/dev/tty; fi; exec "$@"')
+
+
+def tty_stderr(argv: Sequence[str]) -> list[str]:
+    """``argv`` run through :data:`TTY_STDERR` (a POSIX ``sh`` on Linux and macOS)."""
+    return ["sh", "-c", TTY_STDERR, "sh", *argv]
+
+
 def multiplex_options(control_dir: str) -> tuple[tuple[str, str], ...]:
     """A session host's shared connection: the first ``ssh`` opens a master, every later one
     (VS Code's several, scp, ``-L``) runs over it without a new handshake or proxy."""

@@ -136,6 +136,8 @@ def _ssh_config_block(login: str | None, remote_command: str, multiplex: bool = 
             # also bound the SSH banner wait, which includes the wait in Slurm's queue.
             command = (f"ssh -o ConnectTimeout={sshhosts.LOGIN_CONNECT_TIMEOUT} {shlex.quote(login)} "
                        f"{remote_command} proxy {kind}")
+        elif multiplex:  # the proxy's stderr reaches the terminal despite ControlPersist
+            command = shlex.join(sshhosts.tty_stderr([*selfcmd.argv(), "proxy", kind]))
         else:
             command = selfcmd.command("proxy", kind)
         hosts.append(sshhosts.Host(f"slurm-{kind}", kind, command, known, more=more))

@@ -109,19 +109,12 @@ def proxy_argv(block: Block, kind: str) -> list[str]:
     return argv
 
 
-#: The session hosts' masters persist (ControlPersist), and OpenSSH then gives the ProxyCommand
-#: /dev/null as its stderr: the proxy's queue progress and its errors would be lost. When that
-#: is so and there is a terminal, they go to the terminal instead (``sh`` runs the hop).
-TTY_STDERR = ('if [ /dev/stderr -ef /dev/null ] && (: >/dev/tty) 2>/dev/null; '
-              'then exec "$@" 2>/dev/tty; fi; exec "$@"')
-
-
 def proxy_command(block: Block, kind: str) -> str:
     """The ProxyCommand as the local shell runs it (the renderer escapes ssh's ``%``)."""
     argv = proxy_argv(block, kind)
     if block.windows:
         return " ".join(_windows_quote(a.replace("\\", "/")) for a in argv)
-    return shlex.join(["sh", "-c", TTY_STDERR, "sh", *argv])
+    return shlex.join(sshhosts.tty_stderr(argv))
 
 
 def _local_path(path: str, windows: bool) -> str:

@@ -164,7 +164,7 @@ def test_a_full_state_filesystem_is_a_clear_error_and_leaves_no_half_file(harnes
     env = {**harness.env, "INTERACTIVE_SLURM_HOME": str(home)}
     h = Harness(home, env, harness.ssh_config.with_name("full_ssh_config"))
     try:
-        h.ssh_config.write_text(h.tool("ssh-config").stdout)
+        h.ssh_config.write_text(h.tool("ssh-config", "--no-multiplex").stdout)
         with open(filler, "wb") as fh:  # fill the filesystem up
             try:
                 while True:

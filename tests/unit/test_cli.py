@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Iterator
@@ -326,7 +327,8 @@ def test_ssh_config_prints_host_entries_and_writes_the_trust_file(
     script = Path(sys.executable).parent / "interactive-slurm"
     command = str(script) if script.exists() else f"{sys.executable} -I -m interactive_slurm"
     control_dir = tmp_path / "user" / ".ssh" / "interactive-slurm-cm"
-    assert result.stdout == block(command, known, control_dir=control_dir)
+    wrapped = shlex.join(sshhosts.tty_stderr([*shlex.split(command)])) if control_dir else command
+    assert result.stdout == block(wrapped, known, control_dir=control_dir)
     assert control_dir.stat().st_mode & 0o777 == 0o700  # ssh makes sockets, not folders
     plain = invoke(cli.cli, ["ssh-config", "--no-multiplex"])
     assert plain.stdout == block(command, known)

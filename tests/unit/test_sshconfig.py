@@ -211,7 +211,7 @@ def test_the_hops_stderr_goes_to_the_terminal_only_when_ssh_gave_it_dev_null(tmp
     import pathlib
 
     out = pathlib.Path(str(tmp_path)) / "err"
-    script = [sshconfig.TTY_STDERR, "sh", "sh", "-c", "echo to-stderr >&2"]
+    script = [sshhosts.TTY_STDERR, "sh", "sh", "-c", "echo to-stderr >&2"]
     with open(out, "w") as err:  # a real stderr: kept, whether or not there is a terminal
         subprocess.run(["sh", "-c", *script], stderr=err, check=True, start_new_session=True)
     assert out.read_text() == "to-stderr\n"
