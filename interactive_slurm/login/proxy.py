@@ -447,7 +447,7 @@ def abort_on_signals() -> Iterator[None]:
 
 def cancel_if_pending(runner: Runner, job_id: str, err: TextIO) -> None:
     """On abort: cancel the job we submitted, but only while it has not started."""
-    job = slurm.job_info(runner, job_id)
+    job = slurm.job_state(runner, job_id)  # one RPC (squeue would cost three)
     if job is not None and job.pending:
         slurm.cancel(runner, [job_id])
         err.write(f"interactive-slurm: cancelled pending job {job_id} that this proxy submitted\n")

@@ -403,14 +403,15 @@ def test_waiter_buffers_client_bytes_and_aborts_when_the_client_leaves() -> None
 @pytest.mark.parametrize(
     ("reply", "cancelled"),
     [
-        (squeue(job("7", "PENDING")), True),
-        (squeue(job("7", "RUNNING", nodes="n1")), False),
-        (squeue(job("7", "FAILED")), False),
+        (scontrol(job("7", "PENDING")), True),
+        (scontrol(job("7", "RUNNING", nodes="n1")), False),
+        (scontrol(job("7", "FAILED")), False),
         (fail("slurm_load_jobs error: Invalid job id specified"), False),
     ],
 )
 def test_cancel_if_pending(reply: Any, cancelled: bool) -> None:
-    runner = FakeRunner({"squeue": reply, "scancel": ok()})
+    """One RPC to check (scontrol --local), one to cancel: an abort costs two (issue 20)."""
+    runner = FakeRunner({"scontrol": reply, "scancel": ok()})
     err = io.StringIO()
     proxy.cancel_if_pending(runner, "7", err)
     assert runner.argvs("scancel") == ([("scancel", "7")] if cancelled else [])
@@ -422,6 +423,7 @@ def test_cancel_if_pending(reply: Any, cancelled: bool) -> None:
 def test_ensure_session_giving_up_cancels_the_pending_job_it_submitted() -> None:
     runner = FakeRunner({
         "squeue": [ok(""), squeue(job("7"))],
+        "scontrol": scontrol(job("7")),
         "sbatch": ok("7\n"),
         "scancel": ok(),
     })
