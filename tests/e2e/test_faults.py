@@ -6,7 +6,9 @@ installs (``sudo -n interactive-slurm-test-fault VERB``), and skip without it.
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -100,3 +102,37 @@ def test_node_down_is_a_clear_error_and_works_again_when_back(
         wait_for(lambda: not my_jobs(), 30, "the pending job it submitted to be cancelled")
     out = harness.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID").stdout
     assert "JOB=" in out
+
+
+def rpcs_by_me() -> int:
+    """This user's slurmctld RPC count so far (sdiag; its own call shows in the next one)."""
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    section = out.split("statistics by user", 1)[1]
+    match = re.search(rf"^\s*{re.escape(user)}\s+\(\s*\d+\)\s+count:(\d+)", section, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def test_a_job_in_a_down_partition_costs_at_most_ten_rpcs_in_its_first_minute(
+    harness: Harness, faults: None,
+) -> None:
+    """Issue 20, item 6: 13 slurmctld RPCs in the first minute of a job queued in a DOWN
+    partition, the abort included (a partition that is down may come back: it waits)."""
+    harness.write_profile("shortq", 'partition = "short"\n[cpu]\ntime = "0:30:00"\ncpus = 1\n'
+                          'mem = "1G"\n[gpu]\ntime = "0:30:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+    fault("partition-down")
+    try:
+        before = rpcs_by_me()
+        proxy = harness.proxy("cpu", "--profile", "shortq")
+        time.sleep(60)
+        assert proxy.poll() is None  # still waiting: the partition may come back
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(60)
+        assert proxy.stderr is not None
+        err = proxy.stderr.read().decode()
+        assert "PartitionDown" in err and "cancelled pending job" in err
+        used = rpcs_by_me() - before - 1  # the first sdiag's own RPC
+        assert used <= 10, f"{used} slurmctld RPCs"
+    finally:
+        fault("partition-up")
+    wait_for(lambda: not my_jobs(), 60, "the cancelled job to go")
