@@ -290,6 +290,9 @@ def test_setup_with_2fa_keeps_user_files_and_shares_the_login(laptop: Laptop, lo
     assert second.returncode == 0, second.stderr
     assert second.stdout == first.stdout and len(my_jobs()) == 1
     assert login_node.accepted_count(port) == accepted + 1
+    # The whole path is shared: the laptop's master of slurm-cpu, over the login hop's master.
+    check = laptop.ssh("-O", "check", "slurm-cpu")
+    assert check.returncode == 0 and "Master running" in check.stderr
 
     # Uninstall: every file as it was, byte for byte.
     code, out = run_on_pty([str(TOOL), "setup", "--uninstall", "--yes"], laptop.env, [], 60)
