@@ -2,9 +2,11 @@
 
 Run as the unprivileged test user (``sudo scripts/bench`` does that), with the local cluster and
 the test login node on 127.0.0.1:2222 (scripts/login-node). A temporary laptop HOME is set up
-with ``interactive-slurm setup`` (the test user's own key, so nothing is asked); the same block
-with ``ControlMaster=no`` is the baseline. The two are run alternately, run by run, reusing one
-session, and the table gives the medians, min and max, and the ratio of the medians. Loopback
+with ``interactive-slurm setup`` (the test user's own key, so nothing is asked). With the
+session hosts' own masters off, the block's shared login hop is compared with the same block
+with ``ControlMaster=no`` for the hop; a third row is the block as written (the session's own
+master too). They are run alternately, run by run, reusing one session, and the table gives
+the medians, min and max, and the ratio of the first two medians. Loopback
 has no network latency: over a real network each saved login handshake is several round trips.
 
     python benchmarks/bench_laptop.py [--runs N] [--json FILE]
@@ -55,19 +57,30 @@ def main() -> None:
                         "--identity", str(real_home / ".ssh" / "id_ed25519"), "--install-dir",
                         str(install / "is"), "--yes", "--no-vscode"], env=env, check=True,
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
-        shared = home / ".ssh" / "config"
+        block = home / ".ssh" / "config"
+        # The login hop's sharing is measured with the session hosts' own masters off (each
+        # ssh is then a new connection to the session); the block as written is the third row.
+        no_session_master = re.sub(r"(?m)^  ControlPath .*\n", "  ControlPath none\n",
+                                   block.read_text().replace("  ControlMaster auto\n",
+                                                             "  ControlMaster no\n"))
+        shared = home / "config-shared-login"
+        shared.write_text(no_session_master)
         plain = home / "config-no-control-master"
         # No master, and no use of one either (with a ControlPath set, ssh would still use it).
         plain.write_text(re.sub(r"ControlPath=\S+", "ControlPath=none",
-                                shared.read_text().replace("ControlMaster=auto", "ControlMaster=no")))
+                                no_session_master.replace("ControlMaster=auto", "ControlMaster=no")))
         subprocess.run(["scancel", "--me"], check=False)
-        # Start the session (and the shared login connection) once; both then reuse the job.
+        # Start the session (and the shared login connection) once; all then reuse the job.
         once(["ssh", "-F", str(shared), "-o", "BatchMode=yes", "slurm-cpu", "true"], env)
+        once(["ssh", "-F", str(block), "-o", "BatchMode=yes", "slurm-cpu", "true"], env)
         with_cm: list[float] = []
         without: list[float] = []
+        as_written: list[float] = []
         for _ in range(opts.runs):
             with_cm.append(once(["ssh", "-F", str(shared), "-o", "BatchMode=yes", "slurm-cpu", "true"], env))
             without.append(once(["ssh", "-F", str(plain), "-o", "BatchMode=yes", "slurm-cpu", "true"], env))
+            as_written.append(once(["ssh", "-F", str(block), "-o", "BatchMode=yes", "slurm-cpu", "true"],
+                                   env))
     finally:
         for sock in (home / ".ssh" / "interactive-slurm-cm").glob("*"):
             subprocess.run(["ssh", "-F", "none", "-o", f"ControlPath={sock}", "-O", "exit", "x"],
@@ -77,7 +90,8 @@ def main() -> None:
         shutil.rmtree(install, ignore_errors=True)
 
     rows = {"ssh slurm-cpu true via the login node, shared login connection (ControlMaster)": with_cm,
-            "ssh slurm-cpu true via the login node, a new login each time": without}
+            "ssh slurm-cpu true via the login node, a new login each time": without,
+            "ssh slurm-cpu true, the block as written (the session's own master too)": as_written}
     print(f"| laptop reconnect ({opts.runs} alternating runs, one session) | median ms | min ms | max ms |")
     print("| --- | ---: | ---: | ---: |")
     for name, values in rows.items():
