@@ -180,6 +180,9 @@ def test_backups_are_few_and_leave_with_the_last_cluster(laptop: Path,
                              remove_install=False, dry_run=False)
     assert not list(cfg.parent.glob("config.bak-*")) and cfg.read_text() == "# mine\n"
     assert any(line.startswith("removed ") and "backup" in line for line in report.lines)
+    # A file uninstall took away is said to be removed, not written (issue 20).
+    known = setup.known_hosts_file("slurm")
+    assert f"removed {known}" in report.lines and f"wrote {known}" not in report.lines
 
 
 def test_dry_run_diffs_name_the_files(laptop: Path) -> None:
