@@ -42,7 +42,12 @@ SESSION_PERSIST = "10m"
 #: The private folder (0700) of the control sockets, relative to the home directory: short, for
 #: macOS's 104-byte socket paths.
 CONTROL_DIR = ".ssh/interactive-slurm-cm"
-
+#: A master persists (ControlPersist) only when ssh runs on a terminal. OpenSSH gives a
+#: persisting master's ProxyCommand /dev/null as stderr: on a terminal :data:`TTY_STDERR` sends
+#: the proxy's progress and errors there instead, but elsewhere (VS Code, scripts) they would be
+#: lost, so there the first ssh is the master for as long as it runs (VS Code's window), and its
+#: stderr stays. (``Match exec`` runs with ssh's own stderr.)
+PERSIST_CONDITION = 'exec "test -t 2"'
 
 #: The session hosts' masters persist (ControlPersist), and OpenSSH then gives the ProxyCommand
 #: /dev/null as its stderr: the proxy's queue progress and its errors would be lost. When that
@@ -58,9 +63,15 @@ def tty_stderr(argv: Sequence[str]) -> list[str]:
 
 def multiplex_options(control_dir: str) -> tuple[tuple[str, str], ...]:
     """A session host's shared connection: the first ``ssh`` opens a master, every later one
-    (VS Code's several, scp, ``-L``) runs over it without a new handshake or proxy."""
-    return (("ControlMaster", "auto"), ("ControlPath", f"{control_dir}/%C"),
-            ("ControlPersist", SESSION_PERSIST))
+    (VS Code's several, scp, ``-L``) runs over it without a new handshake or proxy. Its
+    ControlPersist is :func:`persist_lines`'."""
+    return (("ControlMaster", "auto"), ("ControlPath", f"{control_dir}/%C"))
+
+
+def persist_lines(aliases: Sequence[str]) -> list[str]:
+    """The ``Match`` that lets the masters of ``aliases`` persist when ssh runs on a terminal."""
+    return [f"Match originalhost {','.join(aliases)} {PERSIST_CONDITION}",
+            f"  ControlPersist {SESSION_PERSIST}"]
 
 
 #: The ``-tmux`` twin of each host: a shell in the job that survives the connection (a dropped
@@ -140,7 +151,9 @@ def host_lines(host: Host) -> list[str]:
 def render(head: Sequence[str], hosts: Iterable[Host], tail: Sequence[str]) -> str:
     """``head`` lines, each host's entry and its :func:`persistent` twin, ``tail`` lines; ends
     with a newline."""
-    hosts = list(hosts)
-    lines = [*head, *(line for host in [*hosts, *map(persistent, hosts)]
-                      for line in host_lines(host)), *tail]
+    hosts = [*hosts]
+    every = [*hosts, *map(persistent, hosts)]
+    shared = [h.alias for h in every if ("ControlMaster", "auto") in h.more]
+    lines = [*head, *(line for host in every for line in host_lines(host)),
+             *(persist_lines(shared) if shared else []), *tail]
     return "\n".join(lines) + "\n"

@@ -33,8 +33,10 @@ def mux(harness: Harness, tmp_path: Path) -> Iterator[Harness]:
     text = subprocess.run([str(TOOL), "ssh-config"], env=harness.env, capture_output=True,
                           text=True, check=True).stdout
     assert "ControlMaster auto" in text and "ControlPersist 10m" in text
+    # The tests' ssh has no terminal: let its masters persist as a terminal user's do.
+    assert ' exec "test -t 2"' in text
     harness.ssh_config = tmp_path / "ssh_config_mux"
-    harness.ssh_config.write_text(text)
+    harness.ssh_config.write_text(text.replace(' exec "test -t 2"', ""))
     yield harness
     for host in ("slurm-cpu", "slurm-gpu"):
         subprocess.run(["ssh", "-F", str(harness.ssh_config), "-O", "exit", host],

@@ -305,14 +305,16 @@ def block(command: str, known_hosts: Path, login: str = "", control_dir: Path | 
             "  ConnectTimeout 1860",
         ]
         if control_dir:
-            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C",
-                      "  ControlPersist 10m"]
+            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C"]
     plain = list(lines)
     for kind in ("cpu", "gpu"):  # the -tmux twins: the same, with a shell that survives
         start = plain.index(f"Host slurm-{kind}")
         end = plain.index("Host slurm-gpu") if kind == "cpu" else len(plain)
         lines += [f"Host slurm-{kind}-tmux", *plain[start + 1:end], "  RequestTTY force",
                   f"  RemoteCommand {sshhosts.PERSISTENT_COMMAND}"]
+    if control_dir:
+        lines += ['Match originalhost slurm-cpu,slurm-gpu,slurm-cpu-tmux,slurm-gpu-tmux '
+                  'exec "test -t 2"', "  ControlPersist 10m"]
     return "\n".join([*lines, "# END interactive-slurm"]) + "\n"
 
 

@@ -29,10 +29,14 @@ def block(**kw: object) -> Block:
 def test_block_text_is_exact() -> None:
     text = sshconfig.render(block(hosts=(("slurm-cpu", "cpu"),)))
     entry, _, twin = text.partition("Host slurm-cpu-tmux\n")
-    twin, _, tail = twin.partition("# (the line below")
+    twin, _, tail = twin.partition("Match originalhost")
     # The -tmux twin: the same entry, with a shell in the job that outlives the connection.
     assert twin == (entry.split("Host slurm-cpu\n", 1)[1] + "  RequestTTY force\n"
                     f"  RemoteCommand {sshhosts.PERSISTENT_COMMAND}\n")
+    # Masters persist when ssh runs on a terminal (the proxy's stderr then goes there).
+    match, _, tail = tail.partition("# (the line below")
+    assert match == (' slurm-cpu,slurm-cpu-tmux exec "test -t 2"\n'
+                     "  ControlPersist 10m\n")
     text = entry + "# (the line below" + tail
     assert text == (
         "# BEGIN interactive-slurm slurm (written by `interactive-slurm setup`; changes here are replaced)\n"
@@ -53,7 +57,6 @@ def test_block_text_is_exact() -> None:
         "  ConnectTimeout 1860\n"
         "  ControlMaster auto\n"
         "  ControlPath /home/alice/.ssh/interactive-slurm-cm/%C\n"
-        "  ControlPersist 10m\n"
         "# (the line below ends these hosts: what follows applies to every host, as before)\n"
         "Host *\n"
         "# END interactive-slurm slurm\n"
@@ -218,3 +221,27 @@ def test_the_hops_stderr_goes_to_the_terminal_only_when_ssh_gave_it_dev_null(tmp
     # /dev/null and no terminal (a new session has none): still runs, output goes nowhere.
     done = subprocess.run(["sh", "-c", *script], stderr=subprocess.DEVNULL, start_new_session=True)
     assert done.returncode == 0
+
+
+def test_masters_persist_only_when_ssh_runs_on_a_terminal(tmp_path: object) -> None:
+    """A persisting master's ProxyCommand gets /dev/null as stderr (OpenSSH): without a
+    terminal (VS Code, scripts) the first ssh stays the master and its stderr stays with it."""
+    import os
+    import pathlib
+    import pty
+
+    config = pathlib.Path(str(tmp_path)) / "config"
+    config.write_text(sshconfig.render(block()))
+
+    def persist(stderr: object) -> str:
+        out = subprocess.run(["ssh", "-F", str(config), "-G", "slurm-cpu"], stderr=stderr,
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        return next(line for line in out.splitlines() if line.startswith("controlpersist "))
+
+    assert persist(subprocess.DEVNULL) == "controlpersist no"
+    leader, follower = pty.openpty()
+    try:
+        assert persist(follower) == "controlpersist 600"
+    finally:
+        os.close(leader)
+        os.close(follower)
