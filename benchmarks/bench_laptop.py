@@ -58,6 +58,9 @@ def main() -> None:
                         str(install / "is"), "--yes", "--no-vscode"], env=env, check=True,
                        capture_output=True, stdin=subprocess.DEVNULL, timeout=300)
         block = home / ".ssh" / "config"
+        # As a terminal user's block: this ssh has no terminal, so the session masters'
+        # persistence (`Match ... exec "test -t 2"`) is made unconditional.
+        block.write_text(block.read_text().replace(' exec "test -t 2"', ""))
         # The login hop's sharing is measured with the session hosts' own masters off (each
         # ssh is then a new connection to the session); the block as written is the third row.
         no_session_master = re.sub(r"(?m)^  ControlPath .*\n", "  ControlPath none\n",
