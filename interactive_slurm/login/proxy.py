@@ -314,7 +314,7 @@ class Waiter:
             if job.reason.startswith(waiting.NODE_REASONS) and job.partition:
                 self._check_nodes(job)
         self.status = describe_state(job)
-        self.seen = self.seen.answer()
+        self.seen = self.seen.answer(held=job.pending and job.reason in waiting.HELD_REASONS)
 
     def _check_nodes(self, job: slurm.Job) -> None:
         """A pending job whose partition has no usable node at all will not start: say which

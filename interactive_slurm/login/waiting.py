@@ -7,6 +7,7 @@ clock); no I/O, no clock of its own, stdlib only. The whole schedule:
                  the job log seen since a query last went out, while none was out)
     gap        = 0                                   nothing asked yet (the job is not known)
                = QUERY_GAPS[answers - 1]              after an answer (the last gap repeats)
+               = max(that, HELD_GAP)                  after an answer naming a HELD_REASON
                = UNREACHABLE_GAPS[unanswered - 1]     while slurmctld does not answer (last repeats)
                = UNREACHABLE_GAPS[0]                  after another failure (FAILURES_IN_A_ROW end it)
     poll       = min(POLL_MIN * POLL_GROWTH ** polls since the job log changed, cap);
@@ -27,6 +28,10 @@ from dataclasses import dataclass, replace
 # after the first answer, then every 30 s. With the duplicate check, the submit and the second
 # check (2 + 1 + 2 RPCs), a job that stays pending costs 9 RPCs in its first minute.
 QUERY_GAPS = (2.0, 4.0, 9.0, 20.0, 30.0)
+# A job held by what changes only by hand (a partition set DOWN or INACTIVE, a hold) is asked
+# about every HELD_GAP seconds: the record is found by stat polls anyway, and slurmctld is spared.
+HELD_GAP = 30.0
+HELD_REASONS = ("PartitionDown", "PartitionInactive", "JobHeldUser", "JobHeldAdmin")
 # slurmctld down or restarting: retry soon, then back off (each try can itself take ~9 s).
 UNREACHABLE_GAPS = (2.0, 4.0, 8.0, 15.0)
 # Other query failures in a row that end the wait (a passing failure is retried).
@@ -67,6 +72,7 @@ class Seen:
     changed: float | None = None  # first job-log change seen since a query last went out
     log: bool = False  # the job log exists
     polls: int | None = None  # polls since the job log last changed; None: no log since the start
+    held: bool = False  # the last answer: pending for one of HELD_REASONS
 
     @classmethod
     def begin(cls, at: float, *, known: bool, log: bool) -> Seen:
@@ -82,7 +88,8 @@ class Seen:
         if self.unanswered:
             return UNREACHABLE_GAPS[min(self.unanswered, len(UNREACHABLE_GAPS)) - 1]
         if self.answers:
-            return QUERY_GAPS[min(self.answers, len(QUERY_GAPS)) - 1]
+            gap = QUERY_GAPS[min(self.answers, len(QUERY_GAPS)) - 1]
+            return max(gap, HELD_GAP) if self.held else gap
         return 0.0
 
     @property
@@ -115,8 +122,10 @@ class Seen:
     def ask(self, now: float) -> Seen:
         return replace(self, asked=now, out=True, changed=None)
 
-    def answer(self) -> Seen:
-        return replace(self, out=False, answers=self.answers + 1, unanswered=0, failures=0)
+    def answer(self, *, held: bool = False) -> Seen:
+        """Slurm answered; ``held``: the job waits for one of :data:`HELD_REASONS`."""
+        return replace(self, out=False, answers=self.answers + 1, unanswered=0, failures=0,
+                       held=held)
 
     def no_answer(self) -> Seen:
         return replace(self, out=False, unanswered=self.unanswered + 1, failures=0)

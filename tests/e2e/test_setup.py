@@ -280,6 +280,8 @@ def test_setup_with_2fa_keeps_user_files_and_shares_the_login(laptop: Laptop, lo
     assert (codium_dir / "settings.json").read_text() == BROKEN_JSON
     assert "VSCodium" in out and "could not be edited safely" in out
 
+    # As a terminal user's block (this ssh has no terminal): the session's master persists too.
+    laptop.ssh_config.write_text(laptop.ssh_config.read_text().replace(' exec "test -t 2"', ""))
     # First connect: the login hop asks for the OTP once and becomes the shared connection.
     accepted = login_node.accepted_count(port)
     first = laptop.ssh("slurm-cpu", "echo JOB=$SLURM_JOB_ID", otp=login_node.next_totp())

@@ -22,11 +22,17 @@ MY_SSH_CONFIG = "Host *\n  ConnectTimeout 5\n  ServerAliveInterval 60\n"
 MY_SETTINGS = '{\n    "remote.SSH.connectTimeout": 60, // mine\n    "editor.fontSize": 13\n}\n'
 
 
+#: What the test itself leaves in the laptop's home (the OTP answered through SSH_ASKPASS).
+TEST_FILES = ("askpass", "otp", "prompts")
+
+
 def files_of(home: Path) -> dict[str, tuple[bytes, int]]:
-    """Every file below ``home`` (sockets and the agent's folder aside): content and mode."""
+    """Every file below ``home`` (sockets, the agent's folder and the test's own files aside):
+    content and mode."""
     found = {}
     for path in sorted(home.rglob("*")):
-        if path.is_file() and not path.is_symlink() and "agent" not in path.parts:
+        if path.is_file() and not path.is_symlink() and "agent" not in path.parts \
+                and str(path.relative_to(home)) not in TEST_FILES:
             found[str(path.relative_to(home))] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
     return found
 

@@ -135,3 +135,18 @@ def test_polls_count_since_the_last_log_change() -> None:
     assert intervals[13:] == [0.09094947017729282, 0.1, 0.1]
     assert seen.log_change(3.0, exists=True).poll == waiting.POLL_MIN
     assert KNOWN.polled().polled().poll == waiting.POLL_MAX_PENDING  # no log yet: no speed-up
+
+
+def test_a_job_held_by_a_down_partition_is_asked_about_every_30_s() -> None:
+    """Issue 20: a job queued in a DOWN partition cost 13 RPCs in its first minute."""
+    seen = waiting.Seen.begin(0.0, known=True, log=False)
+    times = []
+    now = 0.0
+    while True:
+        now = seen.next_query
+        if now > 60:
+            break
+        times.append(now)
+        seen = seen.ask(now).answer(held=True)
+    assert times == [2.0, 32.0]  # the first answer names the reason; then every 30 s
+    assert waiting.Seen.begin(0.0, known=True, log=False).ask(2.0).answer().next_query == 6.0
