@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 #: and the session at once, and the session asks Slurm why before it writes the note), and
 #: only :data:`NOTE_GRACE` while the record is still there (an sshd that failed, most likely;
 #: or a stop signal not yet handled).
-NOTE_WAIT = 1.5
+NOTE_WAIT = 3.0  # the session asks Slurm why before it writes the note: seconds on a busy node
 NOTE_GRACE = 0.3
 NOTE_POLL = 0.05
 
