@@ -263,3 +263,12 @@ def test_a_lab_member_cannot_swap_the_sessions_temp_dir(harness: Harness, other_
         harness.env.pop("TMPDIR", None)
         shutil.rmtree(lab / "moved", ignore_errors=True)
         as_other("rm", "-rf", str(lab))
+
+
+def test_connect_to_another_users_job_is_one_line(harness: Harness, other_user: None) -> None:
+    """Issue 17, item 5: `connect JOBID` on a record the user cannot read printed a traceback."""
+    job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
+    result = as_other("env", f"INTERACTIVE_SLURM_HOME={harness.home}", str(TOOL), "connect", job,
+                      stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == f"error: job {job}'s record is not yours to read\n", result.stderr

@@ -16,7 +16,7 @@ import pytest
 from interactive_slurm.install import installs
 
 from .conftest import TOOL, Harness, cancel_all_and_wait, wait_for
-from .releases import ReleaseRepo, build_wheels, first_install
+from .releases import ReleaseRepo, build_wheels, first_install, git
 
 
 @pytest.fixture(scope="module")
@@ -257,3 +257,17 @@ def test_disabled_means_no_fetch_and_enabled_updates_in_the_background(inst: Ins
     wait_for(lambda: inst.current() != inst.base, 120, "the automatic update")
     assert inst.version() == "0.1.1"
     assert "switched" in inst.log()
+
+
+def test_a_release_with_a_huge_file_is_refused_before_it_is_read(inst: Install) -> None:
+    """Issue 17, item 5: the updater read every blob of a release into memory."""
+    inst.cmd("remote", "update")
+    good = inst.current()
+    blob = inst.repo.work / "interactive_slurm" / "blob.bin"
+    blob.write_bytes(os.urandom(9 << 20))
+    git(inst.repo.work, "add", str(blob))
+    inst.repo.release("v0.1.2")
+    out = inst.cmd("remote", "update", check=False)
+    assert out.returncode == 1
+    assert "interactive_slurm/blob.bin has 9437184 bytes (at most 8388608)" in out.stderr
+    assert inst.current() == good
