@@ -97,10 +97,11 @@ def reply_server(prefix: bytes) -> socket.socket:
     return server
 
 
-def test_local_port_forward(harness: Harness) -> None:
-    server = reply_server(b"hello through the tunnel ")
+def forward_round_trip(harness: Harness, prefix: bytes) -> bytes:
+    """``ssh -N -L`` to slurm-cpu for a reply server in this test: what one connection through
+    the forward got back for ``ping`` (the server answers ``prefix + ping``)."""
+    server = reply_server(prefix)
     target = server.getsockname()[1]
-    job_of(harness)  # the session exists, so the forward connects at once
     local = _free_port()
     fwd = subprocess.Popen(
         ["ssh", "-F", str(harness.ssh_config), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
@@ -120,16 +121,22 @@ def test_local_port_forward(harness: Harness) -> None:
         with conn:
             conn.sendall(b"ping")
             data = b""
-            while len(data) < len(b"hello through the tunnel ping"):
+            while len(data) < len(prefix + b"ping"):
                 chunk = conn.recv(100)
                 if not chunk:
                     break
                 data += chunk
-        assert data == b"hello through the tunnel ping"
+        return data
     finally:
         fwd.terminate()
         fwd.wait(10)
         server.close()
+
+
+def test_local_port_forward(harness: Harness) -> None:
+    job_of(harness)  # the session exists, so the forward connects at once
+    assert forward_round_trip(harness, b"hello through the tunnel ") == \
+        b"hello through the tunnel ping"
 
 
 def test_gpu_session_sees_its_gpus(harness: Harness) -> None:

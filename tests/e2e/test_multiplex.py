@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import TOOL, Harness, my_jobs, wait_for
-from .test_connect import _free_port, reply_server
+from .test_connect import forward_round_trip
 
 MUX_WORDS = ("ControlSocket", "Control socket", "mux_client", "master", "stale")
 
@@ -94,36 +93,9 @@ def test_later_connections_run_over_the_master(mux: Harness, tmp_path: Path) -> 
 
 
 def test_a_port_forward_over_the_master(mux: Harness) -> None:
-    h = mux
-    h.ssh("slurm-cpu", "true")
-    server = reply_server(b"over the master ")
-    local, target = _free_port(), server.getsockname()[1]
-    fwd = subprocess.Popen(["ssh", "-F", str(h.ssh_config), "-o", "BatchMode=yes", "-o",
-                            "ExitOnForwardFailure=yes", "-N", "-L",
-                            f"{local}:127.0.0.1:{target}", "slurm-cpu"],
-                           env=h.env, stderr=subprocess.PIPE)
-    try:
-        conn = wait_for(lambda: _connect(local), 30, "the forward to open")
-        with conn:
-            conn.sendall(b"ping")
-            data = b""
-            while len(data) < len(b"over the master ping"):
-                chunk = conn.recv(100)
-                if not chunk:
-                    break
-                data += chunk
-        assert data == b"over the master ping"
-    finally:
-        fwd.terminate()
-        fwd.wait(10)
-        server.close()
-
-
-def _connect(port: int) -> socket.socket | None:
-    try:
-        return socket.create_connection(("127.0.0.1", port), timeout=5)
-    except OSError:
-        return None
+    mux.ssh("slurm-cpu", "true")
+    assert master_alive(mux)
+    assert forward_round_trip(mux, b"over the master ") == b"over the master ping"
 
 
 def test_a_cancelled_job_takes_its_master_and_the_next_connect_is_clean(mux: Harness) -> None:
