@@ -43,15 +43,9 @@ def hold(fd: int, *, on_wait: Callable[[], None] | None = None, wait: bool = Tru
         if not taken:
             if on_wait is not None:
                 on_wait()
-            if wait and timeout is None:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            if wait:
+                _wait(fd, timeout)
                 taken = True
-            elif wait:
-                deadline = time.monotonic() + timeout  # type: ignore[operator]
-                while not (taken := _try(fd)):
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(f"the lock was held for more than {timeout:g} s")
-                    time.sleep(POLL)
         yield taken
     finally:
         os.close(fd)
@@ -63,6 +57,18 @@ def held(path: str | os.PathLike[str], *, on_wait: Callable[[], None] | None = N
     """:func:`open_lock` then :func:`hold`."""
     with hold(open_lock(path, mode=mode), on_wait=on_wait, wait=wait, timeout=timeout) as taken:
         yield taken
+
+
+def _wait(fd: int, timeout: float | None) -> None:
+    """Block until the lock is ours; :class:`LockTimeout` after ``timeout`` seconds if given."""
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while not _try(fd):
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"the lock was held for more than {timeout:g} s")
+        time.sleep(POLL)
 
 
 def _try(fd: int) -> bool:
