@@ -422,7 +422,7 @@ def _write_until_gone(end: End) -> None:
 PUMP = """
 import socket, sys
 sys.path.insert(0, sys.argv[1])
-from interactive_slurm.connect.splice import PIPE_SIZE, splice
+from interactive_slurm.connect.splice import splice
 listener = socket.create_server(("127.0.0.1", 0))
 a = socket.create_connection(listener.getsockname())
 b, _ = listener.accept()
