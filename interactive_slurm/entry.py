@@ -1,7 +1,8 @@
 """The ``interactive-slurm`` console script: the reuse path before anything heavy.
 
 ``proxy KIND`` with a live session is answered by :mod:`interactive_slurm.connect.reuse` without
-importing click or the Slurm layer; ``connect JOBID`` likewise; everything else goes to the full
+importing click or the Slurm layer; ``connect JOBID``, ``relay-fd`` and ``bridge`` (the srun
+transport's task on the node) likewise; everything else goes to the full
 CLI (:mod:`interactive_slurm.cli.main`). Every install's console script (pip's, or the lean
 ``python -IS`` launcher of install/installs.py) calls :func:`main` here, so this module keeps its
 name and place whatever the layout.
@@ -24,6 +25,11 @@ def main() -> None:
         from interactive_slurm.connect import reuse
 
         reuse.relay_fd(args[1:])
+        return
+    if args[:1] == ["bridge"]:  # the srun transport's task on the node (not for people)
+        from interactive_slurm.connect import transport
+
+        transport.bridge(args[1:])
         return
     if args[:1] == ["proxy"]:
         from interactive_slurm.install import autocheck

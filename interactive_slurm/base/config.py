@@ -6,6 +6,7 @@
     wait_timeout = 1800           # seconds the proxy waits for a session before giving up
     warn_time_left = "30m"        # the proxy warns when the reused job has less than this left
     sshd = "/usr/sbin/sshd"       # the sshd binary on compute nodes (absolute path)
+    transport = "auto"            # tcp | srun (through Slurm: firewalled nodes) | auto
 
     [clusters.slurm]              # on a laptop: what `interactive-slurm setup` set up
     login = "login.example.org"   # (the laptop's own tables: laptop/clusters.py reads them)
@@ -63,12 +64,14 @@ class Config:
     warn_time_left: int = defaults.WARN_TIME_LEFT
     sshd: str = "/usr/sbin/sshd"
     image_cache: str = ""  # a shared container image cache (absolute); "": the user's own
+    #: How the proxy reaches sessions: tcp, srun or auto (see connect/transport.py).
+    transport: str = "auto"
     update: UpdateConfig = field(default_factory=UpdateConfig)
     source: Path | None = None
 
 
-KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "image_cache", "clusters",
-        "update")
+KEYS = ("default_profile", "wait_timeout", "warn_time_left", "sshd", "image_cache", "transport",
+        "clusters", "update")
 UPDATE_KEYS = ("url", "channel", "interval_hours", "enabled")
 
 
@@ -124,6 +127,18 @@ def parse_update(data: Any, source: Path) -> UpdateConfig:
     return UpdateConfig(**values)
 
 
+TRANSPORTS = ("tcp", "srun", "auto")
+TRANSPORT_EXPECTED = ("expected \"auto\" (TCP, else srun when a firewall blocks it), \"tcp\" or "
+                      "\"srun\" (through Slurm, for firewalled compute nodes)")
+
+
+def check_transport(value: object, where: str) -> str:
+    """A ``transport`` value (config.toml's key, a profile's key): tcp, srun or auto."""
+    if value in TRANSPORTS:
+        return str(value)
+    raise ConfigError(f"{where} = {value!r}: {TRANSPORT_EXPECTED}")
+
+
 def parse(data: dict[str, Any], source: Path) -> Config:
     for key, value in data.items():
         if key not in KEYS:
@@ -161,6 +176,8 @@ def parse(data: dict[str, Any], source: Path) -> Config:
             raise ConfigError(f"{source}: image_cache = {value!r}: expected the absolute path of a "
                               "shared folder for container images")
         values["image_cache"] = value
+    if "transport" in data:
+        values["transport"] = check_transport(data["transport"], f"{source}: transport")
     # "clusters": the laptop's tables, read by laptop/clusters.py
     return Config(**values)
 

@@ -65,7 +65,8 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
     if container:
         profiles.check_container_option(container)
     name = values.check_profile_name(profile or cfg.default_profile)
-    proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container), timeout=timeout)
+    proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container, cfg.transport),
+              timeout=timeout)
 
 
 @cli.command("session", hidden=True)
@@ -77,8 +78,10 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
               help="enroot, apptainer, singularity or charliecloud (default: the first installed).")
 @click.option("--idle-timeout", type=click.IntRange(min=0), default=0,
               help="Cancel the job after this many seconds without an SSH connection (0: never).")
+@click.option("--transport", type=click.Choice(config.TRANSPORTS), default=None,
+              help="The profile's transport (default: config.toml's); srun: listen on loopback.")
 def session_cmd(kind: str, profile: str, valid_for: int, container: str, container_runtime: str,
-                idle_timeout: int) -> None:
+                idle_timeout: int, transport: str | None) -> None:
     """Compute-node side (run by the batch script): serve sshd for this job.
 
     \b
@@ -95,7 +98,7 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str, contain
     spec = session.spec_from_env(
         os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
         container=container, container_runtime=container_runtime, idle_timeout=idle_timeout,
-        image_cache=cfg.image_cache,
+        image_cache=cfg.image_cache, transport=transport or "", configured=cfg.transport,
     )
     os.environ.pop(session.WARN_BEFORE_ENV, None)  # the session's own: not passed on to shells
     sys.exit(session.Session(cli_base.runner(), spec).run())

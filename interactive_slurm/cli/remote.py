@@ -111,7 +111,7 @@ def gpuswap_cmd(
     name = values.check_profile_name(profile or cfg.default_profile)
     ep, cpu_job = remote.gpuswap(
         runner, profile=name, replace=replace, timeout=timeout or cfg.wait_timeout,
-        err=sys.stderr,
+        err=sys.stderr, transport=cfg.transport,
     )
     if cpu_job:
         click.echo(f"GPU session ready in job {ep.job_id} on {ep.host}; cancelling this CPU "

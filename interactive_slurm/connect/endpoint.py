@@ -33,37 +33,48 @@ ENDED_NOTE = "ended"
 _FIELDS: dict[str, type] = {
     "job_id": str, "kind": str, "profile": str, "host": str, "port": int,
     "session_pid": int, "started_at": float, "container": str, "secret": str, "version": int,
-    "ends_at": float,
+    "ends_at": float, "node": str, "partition": str, "cluster": str, "socket": str,
+    "transport": str,
 }
 #: Written for the readers of earlier releases (an install the updater keeps), which require
 #: them; read by nobody: the host key is trusted through its certificate, not through this file.
 _FOR_OLDER_READERS: dict[str, object] = {"host_key": ""}
 #: Fields a record of this version may lack (added later without a version bump): their default.
-_OPTIONAL: dict[str, object] = {"container": "", "ends_at": 0.0}
+_OPTIONAL: dict[str, object] = {"container": "", "ends_at": 0.0, "node": "", "partition": "",
+                                 "cluster": "", "socket": "", "transport": ""}
+#: The values ``transport`` may take (a profile's setting; "": config.toml's applies).
+TRANSPORTS = ("", "tcp", "srun", "auto")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class Endpoint:
     """One published session (immutable by convention; compared by value)."""
 
     __slots__ = (
+        "cluster",
         "container",
         "ends_at",
         "host",
         "identity",
         "job_id",
         "kind",
+        "node",
+        "partition",
         "port",
         "profile",
         "secret",
         "session_pid",
+        "socket",
         "started_at",
+        "transport",
         "version",
     )
 
     def __init__(
         self, *, job_id: str, kind: str, profile: str, host: str, port: int, session_pid: int,
         started_at: float, secret: str, container: str = "", version: int = FORMAT_VERSION,
-        identity: tuple[int, int, float] | None = None, ends_at: float = 0.0,
+        identity: tuple[int, int, float] | None = None, ends_at: float = 0.0, node: str = "",
+        partition: str = "", cluster: str = "", socket: str = "", transport: str = "",
     ) -> None:
         self.job_id, self.kind, self.profile, self.host = job_id, kind, profile, host
         #: The session's process on its node (for admins and tests: ``kill``, ``pgrep -P``).
@@ -74,6 +85,12 @@ class Endpoint:
         self.ends_at = ends_at
         #: (st_dev, st_ino, st_mtime) of the file it was read from; None if not read from one.
         self.identity = identity
+        #: Slurm's name of the session's node, its partition and cluster ("" in older records):
+        #: the ``srun`` transport's ``--nodelist`` and the key of a remembered transport choice.
+        self.node, self.partition, self.cluster = node, partition, cluster
+        #: The session's unix socket on its node (in its 0700 temp folder; "": none), which the
+        #: ``srun`` transport's bridge connects to; and the profile's ``transport`` ("": unset).
+        self.socket, self.transport = socket, transport
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS}
@@ -123,6 +140,18 @@ def from_json(text: str, source: StrPath) -> Endpoint:
         raise CorruptRecordError(f"{source}: secret: expected 64 hex digits")
     if not is_job_id(job_id) or os.path.basename(os.path.dirname(source)) != job_id:
         raise CorruptRecordError(f"{source}: job_id = {job_id!r}: does not match its folder")
+    for key in ("node", "partition", "cluster"):  # srun's --nodelist, a file's key: plain names
+        name = values[key]
+        assert isinstance(name, str)
+        if len(name) > 200 or not _NAME_CHARS.issuperset(name) or name.startswith("-"):
+            raise CorruptRecordError(f"{source}: {key} = {name!r}: not a plain name")
+    sock_path = values["socket"]
+    assert isinstance(sock_path, str)
+    if sock_path and (not sock_path.startswith("/") or "\0" in sock_path or len(sock_path) > 107):
+        raise CorruptRecordError(f"{source}: socket = {sock_path!r}: not an absolute socket path")
+    if values["transport"] not in TRANSPORTS:
+        raise CorruptRecordError(f"{source}: transport = {values['transport']!r}: not one of "
+                                 "tcp, srun, auto")
     return Endpoint(**values)  # type: ignore[arg-type]
 
 

@@ -13,7 +13,7 @@ import _socket
 import os
 import sys
 
-from interactive_slurm.connect import endpoint, keyhole
+from interactive_slurm.connect import endpoint, keyhole, transport
 from interactive_slurm.connect.endpoint import Endpoint
 
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
@@ -48,23 +48,64 @@ def connect_tcp(host: str, port: int, timeout: float) -> Socket:
     raise error
 
 
-def open_connection(ep: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Socket:
-    """A TCP connection to the session that passed the keyhole, ready for SSH bytes.
+def open_connection(ep: Endpoint, timeout: float = CONNECT_TIMEOUT,
+                    configured: str = "auto") -> Socket:
+    """A connection to the session that passed the keyhole, ready for SSH bytes.
 
-    Raises StaleEndpoint when the port is not that session's; OSError passes through only for
-    a failure that says nothing about the record (none so far: every failure is the record's).
+    How it gets there (:mod:`transport`): the record's own ``transport`` (its profile's), else
+    ``configured`` (config.toml's). Raises StaleEndpoint when the session does not prove
+    itself that way (or the lease ran out); for ``tcp`` the reason names the firewall case.
     """
     if endpoint.expired(ep):
         raise StaleEndpoint("its lease ran out (the session stopped renewing it)")
+    how = ep.transport or configured
+    if how == "auto":
+        how = transport.remembered(ep) or "auto"
+    if how == "srun":
+        return _through_srun(ep, "")
     try:
-        sock = connect_tcp(ep.host, ep.port, timeout)
+        sock = connect_tcp(ep.host, ep.port, transport.AUTO_TCP_TIMEOUT if how == "auto"
+                           else timeout)
     except OSError as exc:
-        raise StaleEndpoint(f"{ep.host}:{ep.port}: {exc.strerror or exc}") from exc
+        why = f"TCP to {ep.host}:{ep.port}: {_reason(exc)}"
+        if how == "auto" and ep.node:
+            return _through_srun(ep, why)
+        hint = ("; if a firewall lets only Slurm's traffic reach the compute nodes, set "
+                "transport = \"auto\" or \"srun\" in config.toml" if how == "tcp" else "")
+        raise StaleEndpoint(why + hint) from exc
+    _prove(ep, sock, keyhole.DEADLINE)
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError) or exc.errno is None:
+        return "no answer (filtered?)"
+    return exc.strerror or str(exc)
+
+
+def _prove(ep: Endpoint, sock: Socket, deadline: float) -> None:
     try:
-        keyhole.prove(sock, ep.secret_bytes(), ep.job_id, keyhole.DEADLINE)
+        keyhole.prove(sock, ep.secret_bytes(), ep.job_id, deadline)
     except (OSError, keyhole.KeyholeError) as exc:
         sock.close()
         raise StaleEndpoint(f"{ep.host}:{ep.port}: {exc}") from exc
+
+
+def _through_srun(ep: Endpoint, tcp_failed: str) -> Socket:
+    """The ``srun`` transport; ``tcp_failed``: why ``auto``'s TCP try failed ("": chosen)."""
+    try:
+        sock = transport.open_srun(ep)
+    except OSError as exc:
+        raise StaleEndpoint(f"{tcp_failed + '; ' if tcp_failed else ''}srun: "
+                            f"{exc.strerror or exc}") from exc
+    try:
+        _prove(ep, sock, transport.SRUN_DEADLINE)
+    except StaleEndpoint as exc:
+        raise StaleEndpoint(f"{tcp_failed + '; ' if tcp_failed else ''}through srun: {exc}") \
+            from exc
+    if tcp_failed:
+        transport.remember(ep, "srun")
+        transport.say_chosen(ep, tcp_failed)
     return sock
 
 
@@ -87,20 +128,21 @@ def drop_broken(broken: Iterable[str]) -> None:
         say_dropped(os.path.basename(os.path.dirname(path)), "unreadable or from an older version")
 
 
-def connect_first(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, Socket] | None:
+def connect_first(endpoints: Iterable[Endpoint], configured: str = "auto",
+                  ) -> tuple[Endpoint, Socket] | None:
     """The first endpoint whose session proves itself; the stale ones met on the way are dropped."""
     for ep in endpoints:
         try:
-            return ep, open_connection(ep)
+            return ep, open_connection(ep, configured=configured)
         except StaleEndpoint as exc:
             drop(ep, str(exc))
     return None
 
 
 def find_and_connect(
-    kind: str, profile: str, container: str
+    kind: str, profile: str, container: str, configured: str = "auto",
 ) -> tuple[Endpoint, Socket] | None:
     broken: list[str] = []
     found = endpoint.find(kind, profile, container, broken=broken)
     drop_broken(broken)
-    return connect_first(found)
+    return connect_first(found, configured)

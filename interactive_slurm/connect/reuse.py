@@ -55,26 +55,42 @@ def _is_seconds(value: str) -> bool:
     return 0 < seconds < float("inf")
 
 
-def default_profile() -> str:
-    path = folders.config_file()
-    if not os.path.exists(path):
-        return "default"
-    from interactive_slurm.connect import configcache
+_settings: list[tuple[str, float, str]] = []  # config.toml's, read once per process
 
-    return configcache.load(path)[0]
+
+def settings() -> tuple[str, float, str]:
+    """(default_profile, warn_time_left, transport) of config.toml, read once (and through the
+    config cache): the defaults when there is none; InteractiveSlurmError when it is invalid."""
+    if not _settings:
+        path = folders.config_file()
+        if not os.path.exists(path):
+            _settings.append(("default", float(defaults.WARN_TIME_LEFT), "auto"))
+        else:
+            from interactive_slurm.connect import configcache
+
+            _settings.append(configcache.load(path))
+    return _settings[0]
+
+
+def default_profile() -> str:
+    return settings()[0]
 
 
 def warn_threshold() -> float:
-    """``warn_time_left`` from config.toml; reads the file only when there is one."""
-    path = folders.config_file()
-    if not os.path.exists(path):
-        return float(defaults.WARN_TIME_LEFT)
-    from interactive_slurm.connect import configcache
-
+    """``warn_time_left`` from config.toml (its default when the file is invalid)."""
     try:
-        return configcache.load(path)[1]
+        return settings()[1]
     except InteractiveSlurmError:
         return float(defaults.WARN_TIME_LEFT)
+
+
+def configured_transport() -> str:
+    """``transport`` from config.toml (``auto`` when the file is invalid: the error is the full
+    CLI's to report, where it matters)."""
+    try:
+        return settings()[2]
+    except InteractiveSlurmError:
+        return "auto"
 
 
 def fast_socket(kind: str, profile: str | None, container: str) -> tuple[Endpoint, Socket] | None:
@@ -82,7 +98,7 @@ def fast_socket(kind: str, profile: str | None, container: str) -> tuple[Endpoin
     records alone; stale records met on the way are dropped (one line each on stderr)."""
     from interactive_slurm.connect.fastpath import find_and_connect
 
-    return find_and_connect(kind, profile or default_profile(), container)
+    return find_and_connect(kind, profile or default_profile(), container, settings()[2])
 
 
 def proxy(args: list[str]) -> bool:
@@ -123,7 +139,7 @@ def connect(args: list[str]) -> None:
         if ep is None:
             raise InteractiveSlurmError(f"job {args[0]} has no running session")
         try:
-            sock = fastpath.open_connection(ep)
+            sock = fastpath.open_connection(ep, configured=configured_transport())
         except fastpath.StaleEndpoint as exc:
             fastpath.drop(ep, str(exc))
             raise InteractiveSlurmError(f"job {args[0]}'s session does not answer") from exc

@@ -1,4 +1,5 @@
-"""A byte pump between the proxy's stdin/stdout and a TCP socket.
+"""A byte pump between the proxy's stdin/stdout and a socket (TCP, or the srun transport's
+unix socketpair; on the node, the bridge's stdio and the session's unix socket).
 
 Two flows, each from one fd to another: up (stdin -> socket) and down (socket -> stdout).
 OpenSSH gives a ProxyCommand pipes, so on Linux (Python 3.10+) each flow is ``os.splice``: the
@@ -13,7 +14,7 @@ flow copies through a bounded buffer instead; the semantics are the same either 
   pump once everything received is on stdout (sshd never half-closes), and the proxy's exit
   closes stdout;
 - when one side goes away (the ssh client stops reading, the peer resets) the pump ends;
-- ``TCP_NODELAY`` on the socket;
+- ``TCP_NODELAY`` on a TCP socket;
 - a SIGPIPE sent to the proxy (not one the kernel raised for a write to a closed pipe or socket,
   which the flows handle as EPIPE) ends the pump at once; SIGHUP and SIGTERM keep their default
   action (the proxy ends; the job is never touched once its session answers).
@@ -263,7 +264,8 @@ def _sent_sigpipe(wake_fd: int, flows: tuple[_Flow, _Flow]) -> bool:
 
 def _pump(in_fd: int, out_fd: int, sock: Socket, initial: bytes, mode: str,
           wake_fd: int | None) -> bool:
-    sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    if sock.family != _socket.AF_UNIX:  # the srun transport's socketpair and bridge: no TCP
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
     sock.setblocking(False)
     for fd in (in_fd, out_fd):
         os.set_blocking(fd, False)

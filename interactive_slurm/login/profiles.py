@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from interactive_slurm.base import defaults, folders, tomlio
+from interactive_slurm.base.config import TRANSPORT_EXPECTED, TRANSPORTS
 from interactive_slurm.base.errors import ConfigError, UsageError
 from interactive_slurm.base.fsutil import check_secure, check_secure_if_exists
 from interactive_slurm.base.values import (
@@ -60,7 +61,7 @@ EXTRA_OPTIONS: Mapping[str, bool] = {
 
 _NAME_KEYS = ("partition", "account", "qos", "reservation")
 _SHARED_KEYS = (*_NAME_KEYS, "constraint", "container", "container_runtime", "extra",
-                "idle_timeout")
+                "idle_timeout", "transport")
 #: Values of ``container_runtime`` (unset: the first of these installed on the node).
 _TABLE_KEYS = {
     "cpu": ("time", "cpus", "mem", *_SHARED_KEYS),
@@ -98,6 +99,8 @@ class Resources:
     extra: tuple[str, ...] = ()
     #: Seconds without any SSH connection after which the session cancels its job (0: never).
     idle_timeout: int = 0
+    #: How the proxy reaches this session (tcp, srun, auto); None: config.toml's ``transport``.
+    transport: str | None = None
 
     @property
     def time_seconds(self) -> int:
@@ -220,6 +223,10 @@ def _check_optional(w: _Where, key: str, value: object) -> Any:
         raise w.error(key, value, "expected a duration such as \"30m\", \"2h\" or \"01:30:00\"")
     if key == "extra":
         return _check_extra(w, value)
+    if key == "transport":
+        if value in TRANSPORTS:
+            return value
+        raise w.error(key, value, TRANSPORT_EXPECTED)
     raise AssertionError(key)  # pragma: no cover
 
 

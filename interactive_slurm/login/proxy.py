@@ -49,6 +49,8 @@ class Request:
     kind: str
     profile: str
     container: str = ""
+    #: config.toml's ``transport`` (a record's own, from its profile, comes first).
+    transport: str = "auto"
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Acquired:
 def fast_path(req: Request) -> tuple[endpoint.Endpoint, Socket] | None:
     """A keyhole-checked socket to a live session of this kind/profile, from endpoint files
     alone; stale records met on the way are dropped."""
-    return find_and_connect(req.kind, req.profile, req.container)
+    return find_and_connect(req.kind, req.profile, req.container, req.transport)
 
 
 @contextmanager
@@ -107,7 +109,7 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     script = slurm.render_batch_script(
         python=sys.executable, kind=req.kind, profile=req.profile,
         valid_for=res.time_seconds, container=container or None,
-        runtime=res.container_runtime, idle_timeout=res.idle_timeout,
+        runtime=res.container_runtime, idle_timeout=res.idle_timeout, transport=res.transport,
     )
     try:
         return slurm.submit(runner, argv, script)
@@ -246,9 +248,10 @@ class Waiter:
     def __init__(
         self, runner: Runner, job_id: str, *, timeout: float, progress: Progress,
         watch_fd: int | None, clock: Callable[[], float] = time.monotonic,
-        job: slurm.Job | None = None,
+        job: slurm.Job | None = None, transport: str = "auto",
     ) -> None:
         self.runner, self.job_id, self.timeout = runner, job_id, timeout
+        self.transport = transport
         self.progress, self.watch_fd, self.clock = progress, watch_fd, clock
         self.buffered = b""
         self.last_job: slurm.Job | None = job
@@ -363,7 +366,7 @@ class Waiter:
             ep = self._record()
             if ep is not None:
                 try:
-                    sock = open_connection(ep)
+                    sock = open_connection(ep, configured=self.transport)
                 except StaleEndpoint as exc:
                     if endpoint.expired(ep):  # left by an earlier run: the session republishes
                         endpoint.discard(ep)
@@ -470,7 +473,7 @@ def ensure_session(
                 err.write(f"interactive-slurm: note: {acquired.note}\n")
             err.flush()
             waiter = Waiter(runner, job.job_id, timeout=timeout, progress=Progress(err),
-                            watch_fd=watch_fd, job=job)
+                            watch_fd=watch_fd, job=job, transport=req.transport)
             ep, sock = waiter.wait()
             return ep, sock, waiter.buffered
     except InteractiveSlurmError:

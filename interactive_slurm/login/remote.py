@@ -185,6 +185,7 @@ def pick_endpoint(job_id: str | None) -> endpoint.Endpoint:
 
 def gpuswap(
     runner: Runner, *, profile: str, replace: bool, timeout: float, err: TextIO,
+    transport: str = "auto",
 ) -> tuple[endpoint.Endpoint, str | None]:
     """Get a GPU session ready; with ``replace``, the CPU job to cancel (this one)."""
     here = os.environ.get("SLURM_JOB_ID")
@@ -194,7 +195,7 @@ def gpuswap(
         if not here or here not in mine or mine[here].kind != "cpu":
             raise UsageError("--replace works inside a CPU session (no interactive-slurm CPU job here)")
         cpu_job = here
-    req = proxy.Request("gpu", profile)
+    req = proxy.Request("gpu", profile, transport=transport)
     ep, sock, _ = proxy.ensure_session(runner, req, timeout=timeout, err=err)
     sock.close()
     return ep, cpu_job

@@ -114,12 +114,14 @@ def parse_comment(comment: str) -> dict[str, str]:
 
 def render_batch_script(
     *, python: str, kind: str, profile: str, valid_for: int, container: str | None = None,
-    runtime: str | None = None, idle_timeout: int = 0,
+    runtime: str | None = None, idle_timeout: int = 0, transport: str | None = None,
 ) -> str:
     """The batch script (templates/session.sbatch) with every value shell-quoted."""
     args = ["session", "--kind", kind, "--profile", profile, "--valid-for", str(valid_for)]
     if idle_timeout:
         args += ["--idle-timeout", str(idle_timeout)]
+    if transport:
+        args += ["--transport", transport]
     if container:
         args += ["--container", container]
         if runtime:

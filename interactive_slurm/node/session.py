@@ -80,6 +80,11 @@ class SessionSpec:
     idle_timeout: int = 0  # seconds without an SSH connection before the job ends itself; 0: never
     warn_before: int = WARN_BEFORE
     image_cache: str = ""  # a shared container image cache (config.toml); "": the user's own
+    #: The profile's ``transport`` ("": unset, config.toml's applies), kept in the record.
+    transport: str = ""
+    #: The transport that applies (the profile's, else config.toml's): ``srun`` listens on
+    #: loopback only, where the bridge connects, closing the port to other nodes.
+    effective_transport: str = "auto"
 
 
 def forwarded_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -137,8 +142,10 @@ def pick_port(rng: random.Random) -> int:
     return rng.randint(low, high)
 
 
-def bind_listeners(port: int) -> list[socket.socket]:
-    """Listening sockets on ``0.0.0.0:port`` and ``[::]:port`` (IPv6 only, no dual stack).
+def bind_listeners(port: int, *, loopback: bool = False) -> list[socket.socket]:
+    """Listening sockets on ``0.0.0.0:port`` and ``[::]:port`` (IPv6 only, no dual stack);
+    with ``loopback``, on ``127.0.0.1`` and ``[::1]`` only (the ``srun`` transport's bridge
+    connects on the node itself: the port is closed to every other machine).
 
     Hard binds: OSError when either family's bind fails, so a neighbour holding the port on one
     family never leaves us serving the other. IPv6 is skipped only where the node has none.
@@ -147,7 +154,7 @@ def bind_listeners(port: int) -> list[socket.socket]:
     try:
         s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         socks.append(s4)
-        s4.bind(("0.0.0.0", port))  # noqa: S104 - the login node connects from anywhere
+        s4.bind(("127.0.0.1" if loopback else "0.0.0.0", port))  # noqa: S104 - the login node
         s4.listen(BACKLOG)
         try:
             s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -158,7 +165,7 @@ def bind_listeners(port: int) -> list[socket.socket]:
         socks.append(s6)
         s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
-            s6.bind(("::", port))
+            s6.bind(("::1" if loopback else "::", port))
         except OSError as exc:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                 s6.close()
@@ -173,6 +180,29 @@ def bind_listeners(port: int) -> list[socket.socket]:
     for sock in socks:
         sock.setblocking(False)
     return socks
+
+
+#: The session's unix socket in its 0700 temp folder, for the ``srun`` transport's bridge.
+SOCKET_NAME = "session.sock"
+#: sun_path holds 108 bytes on Linux (with the final NUL): longer paths get no unix socket.
+SUN_PATH_MAX = 107
+
+
+def bind_unix(path: Path) -> socket.socket | None:
+    """A listening unix socket at ``path`` (its folder is the session's 0700 one, so no other
+    user can connect); None when the path is too long for one (the bridge then uses TCP on
+    loopback)."""
+    if len(os.fsencode(path)) > SUN_PATH_MAX:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 _STATE_RE = re.compile(r"\bJobState=([A-Z_]+)")
@@ -199,6 +229,12 @@ def end_reason(scontrol_output: str, *, now: float, started: float, time_limit: 
     return "was cancelled"
 
 
+def plain_name(text: str) -> str:
+    """``text`` when it is a name the record may carry (see endpoint.from_json), else ""."""
+    ok = text.isascii() and all(c.isalnum() or c in "._-" for c in text)
+    return text if ok and len(text) <= 200 and not text.startswith("-") else ""
+
+
 LISTEN, SIGNAL = "listen", "signal"  # what the loop's selector keys of its own carry
 #: Connections taken from a listener per readiness event, so a flood cannot keep the loop from
 #: anything else.
@@ -219,6 +255,7 @@ class Session:
         self.cfg: Path | None = None
         self.listeners: list[socket.socket] = []
         self.port = 0
+        self.socket_path = ""  # the unix listener's path ("": none)
         self.secret = keyhole.new_secret()
         self.record: endpoint.Endpoint | None = None
         self.container: containers.Container | None = None
@@ -337,13 +374,19 @@ class Session:
                 continue
             tried.add(port)
             try:
-                self.listeners = bind_listeners(port)
+                self.listeners = bind_listeners(
+                    port, loopback=self.spec.effective_transport == "srun")
             except OSError as exc:
                 errors.append(f"{port}: {exc.strerror or exc}")
                 continue
             self.port = port
-            return
-        raise SessionError("no free port for the session (tried " + ", ".join(errors) + ")")
+            break
+        else:
+            raise SessionError("no free port for the session (tried " + ", ".join(errors) + ")")
+        unix = bind_unix(self.tmp / SOCKET_NAME) if self.tmp is not None else None
+        if unix is not None:
+            self.listeners.append(unix)
+            self.socket_path = str(self.tmp / SOCKET_NAME)
 
     def publish(self) -> None:
         if self.record is None:
@@ -352,6 +395,10 @@ class Session:
                 host=socket.gethostname(), port=self.port,
                 session_pid=os.getpid(), started_at=self.wall(), container=self.spec.container,
                 secret=self.secret.hex(), ends_at=self.ends_at,
+                node=plain_name(os.environ.get("SLURMD_NODENAME", "")),
+                partition=plain_name(os.environ.get("SLURM_JOB_PARTITION", "")),
+                cluster=plain_name(os.environ.get("SLURM_CLUSTER_NAME", "")),
+                socket=self.socket_path, transport=self.spec.transport,
             )
         path = endpoint.publish(self.record)
         self.say(f"ready in {self.clock() - self.keeper.started:.2f} s: session pid {os.getpid()} "
@@ -549,6 +596,7 @@ def raise_fd_limit() -> None:
 def spec_from_env(
     env: Mapping[str, str], *, kind: str, profile: str, valid_for: int, sshd: str, container: str,
     container_runtime: str = "", idle_timeout: int = 0, image_cache: str = "",
+    transport: str = "", configured: str = "auto",
 ) -> SessionSpec:
     job_id = env.get("SLURM_JOB_ID", "")
     if not endpoint.is_job_id(job_id):
@@ -561,4 +609,5 @@ def spec_from_env(
     warn_text = env.get(WARN_BEFORE_ENV, "")
     warn_before = int(warn_text) if warn_text.isascii() and warn_text.isdigit() else WARN_BEFORE
     return SessionSpec(job_id, kind, profile, valid_for, sshd, container, container_runtime,
-                       idle_timeout=idle_timeout, warn_before=warn_before, image_cache=image_cache)
+                       idle_timeout=idle_timeout, warn_before=warn_before, image_cache=image_cache,
+                       transport=transport, effective_transport=transport or configured)

@@ -50,7 +50,7 @@ def test_unknown_key_lists_the_valid_ones() -> None:
         config.load()
     assert str(info.value) == (
         f"{path}: timeout = 5: unknown key; valid keys: default_profile, wait_timeout, "
-        "warn_time_left, sshd, image_cache, clusters, update"
+        "warn_time_left, sshd, image_cache, transport, clusters, update"
     )
 
 

@@ -61,6 +61,7 @@ def test_to_json_is_plain_sorted_json() -> None:
         "host_key": "",  # for the readers of earlier releases only
         "job_id": "42", "kind": "cpu", "port": 23456, "profile": "default",
         "secret": SECRET, "session_pid": 4321, "started_at": 1700000000.5, "version": 2,
+        "node": "", "partition": "", "cluster": "", "socket": "", "transport": "",
     }
 
 

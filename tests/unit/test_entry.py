@@ -69,7 +69,8 @@ FAST_PATH_MODULES = {
     "interactive_slurm.connect.endpoint", "interactive_slurm.connect.fastjson",
     "interactive_slurm.connect.fastpath", "interactive_slurm.connect.keyhole",
     "interactive_slurm.connect.relay", "interactive_slurm.connect.reuse",
-    "interactive_slurm.connect.splice", "interactive_slurm.base.defaults",
+    "interactive_slurm.connect.splice", "interactive_slurm.connect.transport",
+    "interactive_slurm.base.defaults",
     "interactive_slurm.install", "interactive_slurm.install.autocheck",
 }
 

@@ -97,18 +97,18 @@ def test_parse_setting(text: str, setting: Setting) -> None:
 
 ALL_KEYS = (
     "description, partition, account, qos, reservation, constraint, container, container_runtime, "
-    "extra, idle_timeout, "
+    "extra, idle_timeout, transport, "
     "cpu.time, cpu.cpus, cpu.mem, cpu.partition, cpu.account, cpu.qos, cpu.reservation, "
     "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra, "
-    "cpu.idle_timeout, "
+    "cpu.idle_timeout, cpu.transport, "
     "gpu.time, gpu.cpus, gpu.mem, gpu.gpus, gpu.gpu_type, gpu.partition, gpu.account, gpu.qos, "
     "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra, "
-    "gpu.idle_timeout"
+    "gpu.idle_timeout, gpu.transport"
 )
 GPU_KEYS = (
     "gpu.time, gpu.cpus, gpu.mem, gpu.gpus, gpu.gpu_type, gpu.partition, gpu.account, gpu.qos, "
     "gpu.reservation, gpu.constraint, gpu.container, gpu.container_runtime, gpu.extra, "
-    "gpu.idle_timeout"
+    "gpu.idle_timeout, gpu.transport"
 )
 
 
@@ -124,7 +124,7 @@ GPU_KEYS = (
         ("cpu.gpus=1", "unknown key 'cpu.gpus' in 'cpu.gpus=1'; valid keys: cpu.time, cpu.cpus, "
                        "cpu.mem, cpu.partition, cpu.account, cpu.qos, cpu.reservation, "
                        "cpu.constraint, cpu.container, cpu.container_runtime, cpu.extra, "
-                       "cpu.idle_timeout"),
+                       "cpu.idle_timeout, cpu.transport"),
         ("gpu.gpus.x=1", f"unknown key 'gpu.gpus.x' in 'gpu.gpus.x=1'; valid keys: {GPU_KEYS}"),
         ("gpu.gpus", "'gpu.gpus': expected KEY=VALUE such as gpu.gpus=8 (KEY= removes a key)"),
     ],

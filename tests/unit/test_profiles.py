@@ -196,7 +196,7 @@ def test_unknown_key_in_a_table_lists_the_valid_keys() -> None:
         profiles.load("bad")
     assert str(info.value) == (
         f"{path}: [cpu] cores = 4: unknown key; valid keys: time, cpus, mem, partition, account, "
-        "qos, reservation, constraint, container, container_runtime, extra, idle_timeout"
+        "qos, reservation, constraint, container, container_runtime, extra, idle_timeout, transport"
     )
 
 
@@ -206,7 +206,7 @@ def test_unknown_top_level_key_lists_the_valid_keys() -> None:
         profiles.load("bad")
     assert str(info.value) == (
         f"{path}: gpus = 2: unknown key; valid keys: description, cpu, gpu, partition, account, "
-        "qos, reservation, constraint, container, container_runtime, extra, idle_timeout"
+        "qos, reservation, constraint, container, container_runtime, extra, idle_timeout, transport"
     )
 
 

@@ -462,7 +462,7 @@ def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> 
         waiter(runner, step=10.0).wait()
     assert str(info.value) == (
         f"job 5's session at 127.0.0.1:{port} does not answer through its keyhole: "
-        f"127.0.0.1:{port}: Connection refused"
+        f"TCP to 127.0.0.1:{port}: Connection refused"
     )
 
 
@@ -487,7 +487,7 @@ def test_fast_path_drops_stale_records_and_keeps_the_live_one(
     assert not dead.exists() and not expired.exists()
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"interactive-slurm: dropped the stale record of job 6 (127.0.0.1:{dead_port}: "
+        f"interactive-slurm: dropped the stale record of job 6 (TCP to 127.0.0.1:{dead_port}: "
         "Connection refused)",
         "interactive-slurm: dropped the stale record of job 7 (its lease ran out (the session "
         "stopped renewing it))",

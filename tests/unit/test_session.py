@@ -267,6 +267,33 @@ def test_listen_moves_to_another_port_when_one_family_is_taken(
             sock.close()
 
 
+@pytest.mark.parametrize(("transport", "v4", "v6"), [("auto", "0.0.0.0", "::"),
+                                                    ("srun", "127.0.0.1", "::1")])
+def test_listen_adds_a_private_unix_socket_and_srun_keeps_tcp_on_loopback(
+    tmp_path: Path, transport: str, v4: str, v6: str,
+) -> None:
+    s = session.Session(FakeRunner({}), SessionSpec("4711", "cpu", "default", 600, "/x",
+                                                    effective_transport=transport),
+                        log=io.StringIO())
+    s.tmp = tmp_path
+    try:
+        s.listen()
+        by_family = {sock.family: sock.getsockname() for sock in s.listeners}
+        assert by_family[socket.AF_UNIX] == str(tmp_path / "session.sock") == s.socket_path
+        assert by_family[socket.AF_INET] == (v4, s.port)
+        if socket.AF_INET6 in by_family:
+            assert by_family[socket.AF_INET6][:2] == (v6, s.port)
+    finally:
+        for sock in s.listeners:
+            sock.close()
+
+
+def test_a_temp_folder_too_deep_for_a_unix_socket_leaves_only_tcp(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    assert session.bind_unix(deep / "session.sock") is None
+
+
 @pytest.mark.parametrize(
     ("output", "now", "reason"),
     [

@@ -98,7 +98,7 @@ def test_any_config_cache_reads_as_values_or_none(home: Path, data: bytes) -> No
     got = configcache.read(str(config_file))
     assert got is None or (isinstance(got[0], str) and isinstance(got[1], float))
     try:
-        assert configcache.load(str(config_file)) == ("dev", 1800.0)  # config.toml decides
+        assert configcache.load(str(config_file)) == ("dev", 1800.0, "auto")  # config.toml decides
     except InteractiveSlurmError:
         pytest.fail("a corrupt cache must be ignored, not reported")
 
