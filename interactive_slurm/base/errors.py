@@ -73,6 +73,10 @@ class JobEndedError(ProxyError):
     """The job left the queue (FAILED, CANCELLED, TIMEOUT, ...) before its sshd was ready."""
 
 
+class SessionUnreachable(ProxyError):
+    """The job runs and published its record, but its session never proved itself."""
+
+
 class Aborted(ProxyError):
     """The user gave up while waiting (a signal, or the ssh client closed our stdin)."""
 

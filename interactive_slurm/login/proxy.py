@@ -31,6 +31,7 @@ from interactive_slurm.base.errors import (
     InteractiveSlurmError,
     JobEndedError,
     ProxyError,
+    SessionUnreachable,
     SubmitRefused,
 )
 from interactive_slurm.base.runner import Runner
@@ -374,7 +375,7 @@ class Waiter:
                     unreachable_since = unreachable_since or now
                     if now - unreachable_since > min(waiting.UNREACHABLE_GRACE, self.timeout):
                         self.progress.done()
-                        raise ProxyError(
+                        raise SessionUnreachable(
                             f"job {self.job_id}'s session at {ep.host}:{ep.port} does not answer "
                             f"through its keyhole: {exc}"
                         ) from exc
@@ -476,6 +477,13 @@ def ensure_session(
                             watch_fd=watch_fd, job=job, transport=req.transport)
             ep, sock = waiter.wait()
             return ep, sock, waiter.buffered
+    except SessionUnreachable:
+        if submitted:  # it runs, but nobody can use it: not left behind to hold the allocation
+            with signals_blocked():
+                slurm.cancel(runner, [submitted[0]])
+            err.write(f"interactive-slurm: cancelled job {submitted[0]} that this proxy "
+                      "submitted: its session cannot be reached\n")
+        raise
     except InteractiveSlurmError:
         if submitted:
             with signals_blocked():  # a second Ctrl-C waits for the cancel

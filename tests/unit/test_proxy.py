@@ -16,7 +16,12 @@ from typing import Any, Callable
 import pytest
 
 from interactive_slurm.base import folders
-from interactive_slurm.base.errors import ConfigError, JobEndedError, ProxyError
+from interactive_slurm.base.errors import (
+    ConfigError,
+    JobEndedError,
+    ProxyError,
+    SessionUnreachable,
+)
 from interactive_slurm.connect import endpoint
 from interactive_slurm.login import profiles, proxy, slurm, waiting
 from interactive_slurm.login.proxy import Progress, Request
@@ -447,6 +452,38 @@ def test_ensure_session_giving_up_keeps_a_reused_job() -> None:
         proxy.ensure_session(runner, Request("cpu", "default"), timeout=-1,
                              err=io.StringIO())
     assert runner.argvs("scancel") == []
+
+
+def test_ensure_session_cancels_the_running_job_it_submitted_when_its_session_is_unreachable(
+    home: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A firewall with transport = "tcp": the job runs, nobody can use it; it is not left."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def sbatch(argv: tuple[str, ...], stdin: str | None) -> Any:
+        endpoint.publish(endpoint.Endpoint(  # the session's record, once the job runs
+            job_id="7", kind="cpu", profile="default", host="127.0.0.1", port=port,
+            session_pid=1, started_at=1.0, secret=SECRET.hex(),
+        ))
+        return ok("7\n")
+
+    monkeypatch.setattr(waiting, "UNREACHABLE_GRACE", 0.0)
+    runner = FakeRunner({
+        "squeue": [ok(""), squeue(job("7"))],
+        "scontrol": scontrol(job("7", "RUNNING", nodes="n1")),
+        "sbatch": sbatch,
+        "scancel": ok(),
+    })
+    err = io.StringIO()
+    with pytest.raises(SessionUnreachable, match="set transport = "):
+        proxy.ensure_session(runner, Request("cpu", "default", transport="tcp"), timeout=60,
+                             err=err)
+    assert runner.argvs("scancel") == [("scancel", "7")]
+    assert err.getvalue().splitlines()[-1] == (
+        "interactive-slurm: cancelled job 7 that this proxy submitted: its session cannot be "
+        "reached")
 
 
 def test_waiter_gives_up_on_a_published_endpoint_it_cannot_reach(home: Path) -> None:
