@@ -80,6 +80,9 @@ class Child:
 
     def __init__(self, proc: Process, sock: socket.socket, started: float, log: Path) -> None:
         self.proc, self.sock, self.started, self.log = proc, sock, started, log
+        if sock.family == socket.AF_UNIX:  # the srun transport's bridge: sshd names no address
+            self.peer = "UNKNOWN port 65535"  # as sshd writes it in its log
+            return
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host} port {port}"  # as sshd writes it in its log

@@ -53,8 +53,10 @@ def test_auto_finds_srun_behind_the_firewall_and_remembers_it(
     assert first.stderr.count(CHOSEN) == 1, first.stderr
     why = "Connection refused" if firewall == "reject" else "no answer (filtered?)"
     assert "TCP to " in first.stderr and why in first.stderr
+    record = json.loads((harness.home / "state" / "jobs" / job["id"] / "endpoint.json").read_text())
     [(key, entry)] = choices(harness).items()
-    assert key == "local/short" or key.endswith("/short") or key.endswith("/debug"), key
+    assert key == f"{record['cluster']}/{record['partition']}" and record["partition"], key
+    assert f"partition {record['partition']}" in first.stderr
     assert entry["transport"] == "srun" and entry["job"] == job["id"]
 
     # The next connect goes straight to srun: no TCP try (for DROP, no 1.5 s wait), no line.

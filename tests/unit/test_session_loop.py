@@ -14,6 +14,7 @@ import pytest
 
 from interactive_slurm.connect import keyhole
 from interactive_slurm.node import gate
+from interactive_slurm.node import session as session_mod
 from interactive_slurm.node.session import Session, SessionSpec
 
 from .fakes import FakeRunner
@@ -96,6 +97,27 @@ def test_a_proven_connection_goes_to_sshd_with_the_jobs_config(loop: Loop,
     [child] = loop.session.keeper.children.values()
     assert sshd.fd == child.sock.fileno() and child.sock.getpeername() == client.getsockname()
     assert loop.gate.pending == {}
+
+
+def test_a_proven_connection_on_the_unix_socket_goes_to_sshd_too(loop: Loop,
+                                                                  tmp_path: Path) -> None:
+    """The srun transport's bridge connects to the session's unix socket: same gate, same sshd;
+    sshd names such a peer "UNKNOWN port 65535", which is how the keeper finds it in its log."""
+    unix = session_mod.bind_unix(tmp_path / "session.sock")
+    assert unix is not None
+    loop.session.listeners.append(unix)
+    loop.sel.register(unix, selectors.EVENT_READ, session_mod.LISTEN)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(tmp_path / "session.sock"))
+    client.settimeout(2)
+    loop.batch()
+    answer = send_proof(client, loop.session.secret)
+    loop.batch()
+    assert answered(client, answer)
+    [sshd] = loop.spawn.started
+    [child] = loop.session.keeper.children.values()
+    assert sshd.fd == child.sock.fileno() and child.peer == "UNKNOWN port 65535"
+    client.close()
 
 
 def test_an_unproven_connection_never_reaches_sshd(loop: Loop) -> None:
