@@ -21,6 +21,9 @@ from .test_connect import forward_round_trip, job_of
 from .test_containers import MARKER, SSHD_IMAGE, profile
 from .test_faults import fault, faults  # noqa: F401 - the fixture
 
+# Every test here is a core test (pyproject.toml: `pytest -m core`, scripts/chroot-cluster).
+pytestmark = pytest.mark.core
+
 CHOSEN = "use the srun transport for the next 24 h"
 
 
@@ -127,18 +130,27 @@ def test_a_profile_with_transport_srun_listens_on_loopback_only(harness: Harness
     assert addresses <= {"127.0.0.1", "[::1]"}, listening
 
 
-def test_a_container_session_and_gpuswap_behind_the_firewall(
-    harness: Harness, faults: None,  # noqa: F811
-) -> None:
+def test_a_container_session_behind_the_firewall(harness: Harness, faults: None) -> None:  # noqa: F811
     if not SSHD_IMAGE.exists():
         pytest.fail("the test images are missing: run scripts/test-image as root", pytrace=False)
     harness.write_profile("default", profile(SSHD_IMAGE))
     fault("firewall-reject")
     try:
-        assert "inside-test-image" in harness.ssh("slurm-cpu", MARKER, timeout=300).stdout
-        swap = harness.ssh(
-            "slurm-cpu", f"{REMOTE} gpuswap -- sh -c 'echo GPU job $SLURM_JOB_ID'", timeout=300)
-        assert "GPU job " in swap.stdout, swap.stderr
-        assert len(my_jobs()) == 2
+        out = harness.ssh("slurm-cpu", MARKER, timeout=300)
     finally:
         fault("firewall-off")
+    assert "inside-test-image" in out.stdout and CHOSEN in out.stderr
+
+
+def test_gpuswap_behind_the_firewall(harness: Harness, faults: None) -> None:  # noqa: F811
+    """From inside the CPU session, `remote gpuswap` reaches the new GPU job's session through
+    srun as well (the node's own `connect` takes the same transport decision)."""
+    fault("firewall-reject")
+    try:
+        job = job_of(harness)
+        swap = harness.ssh(
+            "slurm-cpu", f"{REMOTE} gpuswap -- sh -c 'echo GPU job $SLURM_JOB_ID'", timeout=300)
+    finally:
+        fault("firewall-off")
+    gpu = [j["id"] for j in my_jobs() if j["id"] != job]
+    assert len(gpu) == 1 and f"GPU job {gpu[0]}" in swap.stdout, swap.stderr
