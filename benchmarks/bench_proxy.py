@@ -24,6 +24,10 @@ next to the absolute medians. Results go to a Markdown table on stdout and to JS
 - proxy memory per open connection: the VmRSS of the login-node process that carries one open
   ``ssh slurm-cpu`` (the reuse path's proxy, and the lean relay that a proxy that waited for a
   new job became), and that times 100.
+- connections per second (issue 21): proxies on the reuse path, 4 at a time for 10 s, each
+  run to sshd's banner (keyhole proven, ``sshd -i`` started) and closed: what the login node's
+  side of a connection costs. Here login and compute node are one 2-core machine, so the
+  session's ``sshd -i`` starts compete with the proxies: a floor for a real login node.
 - the srun transport (issue 22): ``ssh slurm-cpu true`` through an ``srun`` step vs over TCP
   to the same session (config.toml's ``transport``, in blocks: switching the file each run
   would make every connect parse it again), slurmctld RPCs per connect, a VS Code-like burst of
@@ -53,6 +57,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -228,6 +233,33 @@ def srun_transport(ssh: list[str], scp: list[str], direct: list[str], blob: Path
                   "burst8_rpcs": burst_rpcs}
 
 
+def connections_per_second(env: dict[str, str], seconds: float = 10.0, parallel: int = 4
+                           ) -> float:
+    """Proxy connections on the reuse path completed per second, ``parallel`` at a time."""
+    stop = time.monotonic() + seconds
+    done = [0] * parallel
+
+    def worker(i: int) -> None:
+        while time.monotonic() < stop:
+            proc = subprocess.Popen([TOOL, "proxy", "cpu"], env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            assert proc.stdout is not None and proc.stdin is not None
+            banner = proc.stdout.readline()
+            proc.stdin.close()
+            proc.stdout.close()
+            proc.wait(30)
+            if banner.startswith(b"SSH-2.0-"):
+                done[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(parallel)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.monotonic() - start)
+
+
 def relay_rss(ssh: list[str], env: dict[str, str], marker: str) -> int:
     """VmRSS (KiB) of the login-node process that carries one open connection: the proxy on
     the reuse path, or the lean relay a waiting proxy became (``marker`` in its command line)."""
@@ -314,6 +346,7 @@ def main() -> None:
         rows.append(ratio_row("ssh slurm-cpu true over a live master vs a new connection",
                               ours, base, "s"))
         results["proxy_rss_kib"] = {"reuse": relay_rss(ssh, env, "proxy cpu")}
+        results["connections_per_second"] = connections_per_second(env)
 
         blob = work / "blob"
         with open(blob, "wb") as f:
@@ -389,6 +422,8 @@ def main() -> None:
           f"{statistics.median(new) * 1000:.0f} ms | - | - | {min(new) * 1000:.0f} ms "
           f"| {max(new) * 1000:.0f} ms | <= 1.0 s every run |")
     print(f"| slurmctld RPCs, reuse runs ({opts.runs}) | {reuse_rpcs} | | | | | 0 |")
+    print(f"| connections per second through the proxy (reuse path, 4 at a time, 10 s) | "
+          f"{results['connections_per_second']:.0f}/s | | | | | measured |")
     srun = results["srun"]
     print(f"| slurmctld RPCs per connect through srun | {srun['rpcs_per_connect']:.1f} | "  # type: ignore[index]
           "| | | | measured |")
