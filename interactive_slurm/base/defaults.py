@@ -10,3 +10,6 @@ WAIT_TIMEOUT = 1800
 WARN_TIME_LEFT = 1800
 #: The container runtimes a session can use, in the order it looks for them on the node.
 CONTAINER_RUNTIMES = ("enroot", "apptainer", "singularity", "charliecloud")
+#: Seconds ``doctor --job`` waits for the short job it starts (the laptop's doctor waits this
+#: long, and more, for the login node's).
+DOCTOR_JOB_WAIT = 300

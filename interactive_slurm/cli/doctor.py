@@ -2,7 +2,8 @@
 
 Where it runs decides what it checks: on a laptop (``config.toml`` has a ``[clusters]`` table
 with the host) the laptop's side, the login hop and, through it, the cluster's own doctor; anywhere
-else the login node's side.
+else the login node's side. ``--in-job`` (hidden) is the node's side of ``--job``: the login
+node's doctor runs it inside the job through an ``srun`` step and reads its JSON.
 """
 
 from __future__ import annotations
@@ -58,28 +59,45 @@ def _laptop_cluster(host: str) -> Cluster | None:
               help="The profile your connections use (default: default_profile); a misfit of "
                    "another profile only warns.")
 @click.option("--job", is_flag=True,
-              help="Also check that each running session answers through its keyhole "
-                   "(starts nothing).")
+              help="Also check a real session: your running cpu session, or a short job of the "
+                   "smallest profile that doctor starts and cancels when it ends. Checks its "
+                   "sshd, this login node's TCP reach to its port, an srun step into it, "
+                   "terminals, container runtimes and the internet on its node.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list of checks) instead of text.")
+@click.option("--in-job", is_flag=True, hidden=True,
+              help="The node's checks, run inside the job by `doctor --job` (through srun).")
 @click.pass_context
-def doctor_cmd(ctx: click.Context, host: str, profile: str | None, job: bool, as_json: bool) -> None:
+def doctor_cmd(ctx: click.Context, host: str, profile: str | None, job: bool, as_json: bool,
+               in_job: bool) -> None:
     """Check every part of the path a connection takes, and say how to fix what is wrong.
 
     On a laptop: ssh and its config, the key, known_hosts, the shared login connection, VS
     Code's settings, the login hop, then the cluster's checks through it. On the login node: the
     install, config and folders, session records, Slurm and its partitions against every
-    profile, the home directory's free space. One line per check (ok, warn or FAIL, with the
-    fix); the exit status is 0 only if nothing failed.
+    profile, the accounts and QOS the profiles name, the home directory's free space. With
+    --job, a session end to end, on its compute node too (a job doctor starts is cancelled when
+    it ends, also on Ctrl-C). One line per check (ok, warn or FAIL, with the fix); the exit
+    status is 0 only if nothing failed.
 
     \b
     Examples:
       interactive-slurm doctor
+      interactive-slurm doctor --job
       interactive-slurm doctor --host slurm-gpu --json
     """
     runner = cli_base.runner()
-    cluster = _laptop_cluster(host)
     found: list[checks.Check]
-    if cluster is not None:
+    if in_job:
+        from interactive_slurm.base import config
+        from interactive_slurm.node import nodecheck
+
+        try:
+            sshd = config.load().sshd
+        except InteractiveSlurmError:
+            sshd = config.Config().sshd  # the login node's doctor reports config.toml's error
+        found = nodecheck.run(nodecheck.Inputs(runner=runner, sshd=sshd,
+                                               used=profile or "default"))
+    elif (cluster := _laptop_cluster(host)) is not None:
         from interactive_slurm.laptop import doctor as laptop_doctor
 
         found = laptop_doctor.run(laptop_doctor.Inputs(

@@ -54,19 +54,27 @@ class ClickTerminal:
               help="Your SSH key (default: ~/.ssh/id_ed25519, made if missing).")
 @click.option("--install-dir", default="~/.local/share/interactive-slurm", show_default=True,
               help="Where to install on the login node (your home is shared with the nodes).")
-@click.option("--python", "python", default="python3", show_default=True,
-              help="The cluster's Python 3.9+ command on the login node.")
+@click.option("--python", "python", metavar="CMD",
+              help="The cluster's Python 3.9+ on the login node, a command or an absolute path "
+                   "(default: found by itself: python3, then python3.13 ... python3.9, then "
+                   "`module load python3` or `python` in your login shell).")
 @click.option("--ssh-config", type=click.Path(dir_okay=False, path_type=Path),
               help="The ssh config file to write the hosts to (default: ~/.ssh/config).")
 @click.option("--no-vscode", is_flag=True, help="Leave VS Code's settings alone.")
+@click.option("--vscode-server-dir", metavar="DIR",
+              help="An absolute folder of yours on the cluster for VS Code's server and "
+                   "extensions (Remote-SSH's serverInstallPath), or '~' for your home (VS "
+                   "Code's default). Default: home, unless it has less than 2 GiB or 100,000 "
+                   "files free; then $SCRATCH or $WORK if it is yours, else a warning.")
 @click.option("--yes", "-y", is_flag=True, help="Ask nothing that has a safe default (scripts).")
 @click.option("--dry-run", is_flag=True, help="Connect and look; change nothing; print the diffs.")
 @click.option("--uninstall", is_flag=True, help="Remove what setup added for --name.")
 @click.option("--remove-install", is_flag=True, help="With --uninstall: also remove the cluster install.")
 def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, name: str,
               hosts: str | None, profile: str | None, identity: Path | None, install_dir: str,
-              python: str, ssh_config: Path | None, no_vscode: bool, yes: bool, dry_run: bool,
-              uninstall: bool, remove_install: bool) -> None:
+              python: str | None, ssh_config: Path | None, no_vscode: bool,
+              vscode_server_dir: str | None, yes: bool, dry_run: bool, uninstall: bool,
+              remove_install: bool) -> None:
     """Set up this laptop for `ssh slurm-cpu` and VS Code (run on the laptop).
 
     Connects to LOGIN (asking for your password and a second factor if the cluster wants them),
@@ -79,6 +87,7 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
     Examples:
       interactive-slurm setup login.cluster.example.org --user alice
       interactive-slurm setup login2.other.example.org --name other   # other-cpu, other-gpu
+      interactive-slurm setup login.cluster.example.org --vscode-server-dir /scratch/alice
       interactive-slurm setup --uninstall --name other
     """
     from interactive_slurm.laptop import clusters, setup, sshconfig
@@ -118,7 +127,8 @@ def setup_cmd(login: str | None, user: str | None, port: int, jump: str | None, 
         name=name, hosts=sshconfig.parse_hosts(hosts) if hosts else None,
         profile=profile or (existing.profile if existing and existing.profile else None),
         install_dir=install_dir, python=python, ssh_config=ssh_config.expanduser().absolute(),
-        vscode=not no_vscode, dry_run=dry_run, ask_passphrase=not yes,
+        vscode=not no_vscode, vscode_server_dir=vscode_server_dir, dry_run=dry_run,
+        ask_passphrase=not yes,
     )
     report = setup.run(req, term, cli_base.runner())
     _show(report, dry_run)

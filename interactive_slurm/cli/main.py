@@ -2,6 +2,7 @@
 
 Errors from the core (``InteractiveSlurmError``) are caught once, in :func:`main`, and shown as
 ``error: ...`` on stderr; ``INTERACTIVE_SLURM_DEBUG=1`` shows the traceback too. Ctrl-C exits 130.
+A failing ``proxy`` (what ``ssh slurm-cpu`` runs) adds one more line: run ``doctor``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from interactive_slurm import __version__
 from interactive_slurm.base import config, folders, selfcmd, sshhosts, values
-from interactive_slurm.base.errors import InteractiveSlurmError
+from interactive_slurm.base.errors import Aborted, InteractiveSlurmError
 from interactive_slurm.base.fsutil import describe_os_error
 from interactive_slurm.cli import base as cli_base
 from interactive_slurm.cli.doctor import doctor_cmd
@@ -263,7 +264,18 @@ cli.add_command(clusters_cmd)
 cli.add_command(doctor_cmd)
 
 
+def doctor_hint(args: list[str]) -> str | None:
+    """The last stderr line of a proxy that failed (what ``ssh slurm-cpu`` shows last): where
+    to find out why. None when ``args`` is not the proxy's."""
+    if args[:1] != ["proxy"]:
+        return None
+    kind = args[1] if len(args) > 1 and args[1] in KIND.choices else "cpu"
+    return ("interactive-slurm: run 'interactive-slurm doctor' on the login node (or "
+            f"'interactive-slurm doctor --host slurm-{kind}' on your laptop) to find what is wrong")
+
+
 def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
+    hint = doctor_hint(sys.argv[1:] if argv is None else list(argv)) if group is cli else None
     try:
         result: Any = group.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Abort:
@@ -273,18 +285,26 @@ def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        _fail(hint, exc.exit_code)
     except InteractiveSlurmError as exc:
         if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        # Aborted: the user gave up (Ctrl-C, ssh closed): nothing for doctor to find.
+        _fail(None if isinstance(exc, Aborted) else hint, exc.exit_code)
     except OSError as exc:  # our own files: a full disk, a folder we may not enter, ...
         if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
             traceback.print_exc()
         click.echo(f"error: {describe_os_error(exc)}", err=True)
-        sys.exit(1)
+        _fail(hint, 1)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _fail(hint: str | None, code: int) -> NoReturn:
+    """Exit ``code`` after the error line; a failing proxy adds the doctor hint."""
+    if hint:
+        click.echo(hint, err=True)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

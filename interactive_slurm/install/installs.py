@@ -14,8 +14,11 @@ Jobs run ``<root>/versions/<id>/bin/python`` (the venv's own path), so a running
 version it started with while ``current`` moves on.
 
 This module is **standalone**: it imports only the standard library and runs on the cluster's
-``python3`` (3.9+) before any of the package is there. ``setup`` sends this file over SSH and runs
-``python3 - install ROOT WHEELS ...`` (see :func:`main`); the updater imports it. It is the one
+Python 3.9+ before any of the package is there. ``setup`` sends this file over SSH and runs
+``PYTHON - install ROOT WHEELS ...`` with the interpreter its probe found (``python3``, a
+``python3.X``, or one from ``module load``; see :mod:`interactive_slurm.laptop.probe`), so the venv
+and everything that runs from it use that interpreter; the updater imports it and keeps the venv's
+base interpreter. It is the one
 place besides :mod:`interactive_slurm.base.runner` that starts processes, because it must work without
 the package.
 """

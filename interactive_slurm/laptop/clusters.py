@@ -9,7 +9,9 @@
     jump = ""
     identity = "/home/alice/.ssh/id_ed25519"
     install = "/home/alice/.local/share/interactive-slurm"   # on the login node
+    python = "/usr/bin/python3.11"   # the install's interpreter there (setup's probe found it)
     hosts = ["slurm-cpu", "slurm-gpu"]
+    vscode_server = "/scratch/alice"   # only if setup wrote Remote-SSH's serverInstallPath
     ...
 
 ``setup`` writes them and ``uninstall`` and ``clusters`` read them. The file is the one
@@ -97,9 +99,11 @@ class Cluster:
     jump: str = ""
     identity: str = ""           # the key ssh uses, on this laptop
     install: str = ""            # the install root on the login node (absolute)
+    python: str = ""             # the install's interpreter there ("" before this was recorded)
     hosts: tuple[str, ...] = ()  # the ssh host aliases: cpu first, then gpu
     profile: str = ""            # passed as --profile by the ProxyCommand ("" = the cluster's default)
     ssh_config: str = ""         # the ssh config file holding the block
+    vscode_server: str = ""      # the serverInstallPath setup wrote for the hosts ("" none)
     known_hosts: str = ""        # the managed known_hosts with the cluster's @cert-authority line
     vscode: tuple[str, ...] = ()          # VS Code settings files setup changed
     vscode_globals: tuple[str, ...] = ()  # ... of which setup added the global keys
@@ -107,7 +111,8 @@ class Cluster:
     vscode_before: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-_STR = ("login", "user", "jump", "identity", "install", "profile", "ssh_config", "known_hosts")
+_STR = ("login", "user", "jump", "identity", "install", "python", "profile", "ssh_config",
+        "known_hosts", "vscode_server")
 _LIST = ("hosts", "vscode", "vscode_globals")
 
 

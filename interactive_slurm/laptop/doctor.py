@@ -438,7 +438,9 @@ def _remote_doctor(runner: Runner, proxy_command: str, cluster: Cluster, *, prof
             *(["--job"] if job else [])]
     argv = hop_argv(proxy_command, *args)
     assert argv is not None
-    result = runner.run(argv, check=False, timeout=HOP_TIMEOUT)
+    # --job waits for a job, then runs a step in it: the wait and a margin for the rest.
+    timeout = HOP_TIMEOUT + (defaults.DOCTOR_JOB_WAIT + HOP_TIMEOUT if job else 0)
+    result = runner.run(argv, check=False, timeout=timeout)
     try:
         found = checks.from_json(result.stdout)
     except ValueError:

@@ -5,11 +5,16 @@ nothing else)::
 
     connect  asyncssh to the login node: key, password, keyboard-interactive (2FA) on the terminal
     key      use ~/.ssh/id_ed25519 (or --identity), or make an ed25519 key (once logged in)
+    probe    one round trip (probe.py): the cluster's Python 3.9+ (found by itself: python3,
+             python3.13 ... python3.9, module load), the home directory's free space and inodes
+             (a scratch folder for VS Code's server when they are tight), the key, the install
     access   append the public key to the cluster's authorized_keys once
-    install  wheels rebuilt here -> SFTP -> a venv on the login node (installs.py; --no-index)
+    install  wheels rebuilt here -> SFTP -> a venv on the login node made with that Python
+             (installs.py; --no-index)
     trust    the cluster's @cert-authority line, read over this verified connection
-    files    the managed block in ~/.ssh/config, the cluster's known_hosts, VS Code settings,
-             the [clusters.NAME] table in config.toml (each: backup, atomic write, 0600)
+    files    the managed block in ~/.ssh/config, the cluster's known_hosts, VS Code settings
+             (with serverInstallPath when VS Code's server goes elsewhere than home), the
+             [clusters.NAME] table in config.toml (each: backup, atomic write, 0600)
 
 ``--dry-run`` connects and looks, changes nothing on either side, and prints every local change
 as a diff. ``uninstall`` removes exactly what setup added.
@@ -31,12 +36,24 @@ from typing import Any
 
 from interactive_slurm import __version__
 from interactive_slurm.base import defaults, folders, fsutil, sshhosts
-from interactive_slurm.base.errors import ConfigError, InteractiveSlurmError
+from interactive_slurm.base.errors import ConfigError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.install import installs
-from interactive_slurm.laptop import changes, clusters, jsonc, remote_scripts, sshconfig, vscode, wheels
+from interactive_slurm.laptop import (
+    changes,
+    clusters,
+    jsonc,
+    probe,
+    remote_scripts,
+    sshconfig,
+    vscode,
+    wheels,
+)
 from interactive_slurm.laptop.clusters import Cluster
 from interactive_slurm.laptop.connection import Login, Target, Terminal
+from interactive_slurm.laptop.probe import Probe as Probe  # what setup learns, for its callers
+from interactive_slurm.laptop.probe import SetupError, check_path, printable
+from interactive_slurm.laptop.probe import check_probe as check_probe
 from interactive_slurm.login import profiles
 
 DEFAULT_INSTALL = "~/.local/share/interactive-slurm"
@@ -45,10 +62,6 @@ VSCODE_CONNECT_TIMEOUT = defaults.WAIT_TIMEOUT  # the proxy's default wait for a
 _CA_LINE = re.compile(rf"^{re.escape(sshhosts.CA_MARKER)} {re.escape(sshhosts.CA_PATTERN)} "
                       r"(ssh-ed25519|ecdsa-sha2-nistp\d+|ssh-rsa) ([A-Za-z0-9+/]+={0,3})"
                       r"( [\x20-\x7e]{0,200})?$")  # a comment: printable ASCII only
-
-
-class SetupError(InteractiveSlurmError):
-    """Setup could not finish; what was done so far is said, nothing is half-written."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,8 @@ class Request:
     hosts: tuple[tuple[str, str], ...] | None = None
     profile: str | None = None
     install_dir: str = DEFAULT_INSTALL
-    python: str = "python3"
+    python: str | None = None  # None: the probe looks for Python 3.9+ itself
+    vscode_server_dir: str | None = None  # on the cluster; "~": VS Code's default (home)
     ssh_config: Path = field(default_factory=lambda: Path.home() / ".ssh" / "config")
     vscode: bool = True
     dry_run: bool = False
@@ -73,8 +87,19 @@ class Request:
         clusters.check_login(self.name, self.login, self.user, self.port, self.jump)
         if not re.match(r"^[~/][\w./~+-]*$", self.install_dir):
             raise ConfigError(f"--install-dir {self.install_dir!r}: expected an absolute or ~/ path")
-        if not re.match(r"^[\w./+-]+$", self.python):
+        if self.python is not None and not re.match(r"^[\w./+][\w./+-]*$", self.python):
             raise ConfigError(f"--python {self.python!r}: expected a command name or path")
+        if self.vscode_server_dir is not None:
+            if not self.vscode:
+                raise ConfigError("--vscode-server-dir goes with VS Code's settings, not with --no-vscode")
+            if self.vscode_server_dir != "~":
+                try:
+                    check_path(self.vscode_server_dir, "--vscode-server-dir", "the command line")
+                except SetupError:
+                    raise ConfigError(
+                        f"--vscode-server-dir {printable(repr(self.vscode_server_dir))}: expected an "
+                        "absolute path on the cluster (letters, digits and ._+@,/-, no '..'), "
+                        "or ~ for your home there") from None
 
 
 @dataclass
@@ -162,9 +187,14 @@ def _hosts_for(req: Request, set_up: tuple[Cluster, ...]) -> tuple[tuple[str, st
 
 
 def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_root: str,
-               ca_line: str | None, report: Report) -> list[changes.Change]:
-    """The local files after setting up ``req``; ``set_up``: the clusters set up before."""
+               ca_line: str | None, report: Report, python: str = "",
+               server_dir: str | None = None) -> list[changes.Change]:
+    """The local files after setting up ``req``; ``set_up``: the clusters set up before;
+    ``python``: the install's interpreter on the cluster; ``server_dir``: the folder for VS
+    Code's server there (Remote-SSH's ``serverInstallPath``; None: VS Code's default)."""
     hosts = _hosts_for(req, set_up)
+    old = clusters.named(set_up, req.name)
+    previous_server = old.vscode_server if old else ""
     report.hosts = tuple(h for h, _ in hosts)
     known = known_hosts_file(req.name)
     block = sshconfig.Block(
@@ -197,14 +227,22 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
     if req.vscode:
         for product, settings in vscode.settings_files(req.system, Path.home(), os.environ):
             current = changes.read(settings)
+            names = [h for h, _ in hosts]
             try:
-                new = vscode.plan(current or "", [h for h, _ in hosts], VSCODE_CONNECT_TIMEOUT)
+                new = vscode.plan(current or "", names, VSCODE_CONNECT_TIMEOUT,
+                                  server_dir=server_dir, previous_server_dir=previous_server or None)
             except vscode.VSCodeSettingsError as exc:
+                snippet = vscode.manual_snippet(names, VSCODE_CONNECT_TIMEOUT, server_dir=server_dir)
                 report.manual.append(
                     f"{product}: {settings} could not be edited safely ({exc}); left as it is. "
-                    f"Add by hand:\n{vscode.manual_snippet([h for h, _ in hosts], VSCODE_CONNECT_TIMEOUT)}"
+                    f"Add by hand:\n{snippet}"
                 )
                 continue
+            for host, value in vscode.own_server_paths(current or "", names, server_dir,
+                                                      previous_server or None).items():
+                report.manual.append(
+                    f"{product}: {settings} sets {vscode.SERVER_INSTALL_PATH} for {host} to "
+                    f"{value!r} already; left as it is (remove it there to let setup set it)")
             vscode_files.append(str(settings))
             if jsonc.get(current or "", [vscode.SHOW_LOGIN_TERMINAL]) is jsonc.MISSING:
                 vscode_globals.append(str(settings))
@@ -213,7 +251,6 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
                 vscode_before[str(settings)] = replaced
             out.append(changes.Change(settings, current, new))
     # config.toml: what was set up
-    old = clusters.named(set_up, req.name)
     entry: dict[str, Any] = {
         "login": req.login, "user": req.user, "port": req.port, "jump": req.jump or "",
         "identity": str(req.identity), "install": install_root,
@@ -222,6 +259,12 @@ def plan_files(req: Request, set_up: tuple[Cluster, ...], *, tool: str, install_
         "vscode": sorted(set(vscode_files) | set(old.vscode if old else ())),
         "vscode_globals": sorted(set(vscode_globals) | set(old.vscode_globals if old else ())),
     }
+    if python:
+        entry["python"] = python
+    if server_dir and req.vscode:
+        entry["vscode_server"] = server_dir
+    elif previous_server and not req.vscode:  # --no-vscode: what an earlier run wrote stays
+        entry["vscode_server"] = previous_server
     before_all = {**vscode_before, **{k: dict(v) for k, v in (old.vscode_before if old else {}).items()}}
     if before_all:  # the first value seen stays: later runs see setup's own
         entry["vscode_before"] = before_all
@@ -245,15 +288,6 @@ def apply_all(planned: list[changes.Change], report: Report) -> None:
 
 # --- the cluster side ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Probe:
-    python: tuple[int, int]
-    home: str
-    root: str
-    authorized: bool
-    current: str | None
-
-
 async def _json(login: Login, argv: list[str], *, input: str | None = None) -> dict[str, Any]:
     result = await login.run(argv, input=input, check=False)
     out = str(result.stdout or "").strip().splitlines()
@@ -268,69 +302,13 @@ async def _json(login: Login, argv: list[str], *, input: str | None = None) -> d
     return data
 
 
-async def probe(login: Login, req: Request, pub: str) -> Probe:
-    data = await _json(login, [req.python, "-c", remote_scripts.PROBE, req.install_dir, pub])
-    found = check_probe(data, req.login)
-    if found.python < (3, 9):
-        py = found.python
-        raise SetupError(
-            f"{req.login}: {req.python} is Python {py[0]}.{py[1]}; interactive-slurm needs 3.9 or "
-            "newer on the cluster (try --python python3.11, or `module load python` in ~/.bashrc)"
-        )
-    return found
-
-
-#: A path the login node may name (the install root, the home directory): absolute, and only
-#: characters that need no quoting anywhere (ssh options, the shell, VS Code's settings).
-_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._+@,/-]{0,1023}\Z", re.ASCII)
-
-
-def check_path(value: object, what: str, where: str) -> str:
-    if not (isinstance(value, str) and _SAFE_PATH.match(value)
-            and ".." not in value.split("/") and "//" not in value):
-        raise SetupError(f"{where} answered {what} = {printable(repr(value))}: not an absolute "
-                         "path of letters, digits and ._+@,/- without '..'; refusing to use it")
-    return value
-
-
-def check_probe(data: dict[str, Any], where: str) -> Probe:
-    """The login node's answers to :data:`remote_scripts.PROBE`, each checked before it goes
-    anywhere (a hostile login node must not be able to put an ssh option, a path outside the
-    install or a terminal escape into the laptop's files or terminal)."""
-    py = data.get("python")
-    if not (isinstance(py, list) and len(py) == 2
-            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1000 for n in py)):
-        raise SetupError(f"{where} answered python = {printable(repr(py))}: expected [major, minor]")
-    authorized, current = data.get("authorized"), data.get("current")
-    if not isinstance(authorized, bool):
-        raise SetupError(f"{where} answered authorized = {printable(repr(authorized))}: "
-                         "expected true or false")
-    if current is not None and not (isinstance(current, str) and _is_install_id(current)):
-        raise SetupError(f"{where} answered current = {printable(repr(current))}: "
-                         "expected an install id")
-    return Probe((py[0], py[1]), check_path(data.get("home"), "home", where),
-                 check_path(data.get("root"), "root", where), authorized, current)
-
-
-def _is_install_id(text: str) -> bool:
-    try:
-        installs.check_id(text)
-    except installs.InstallError:
-        return False
-    return True
-
-
-def printable(text: str) -> str:
-    """``text`` with every character a terminal could act on (escapes, controls) shown as a
-    Python escape: what a login node sends is never printed raw."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-async def install(login: Login, req: Request, root: str, vid: str, wheel_files: list[Path]) -> None:
+async def install(login: Login, python: str, root: str, vid: str, wheel_files: list[Path]) -> None:
+    """Upload the wheels and install them with ``python`` (the probe's choice): its venv is the
+    install, so the launcher, the proxy and every session run with that interpreter."""
     remote_wheels = f"{root}/wheels/{vid}"
     await login.upload(wheel_files, remote_wheels)
     source = Path(installs.__file__).read_text()
-    await _json(login, [req.python, "-", "install", root, remote_wheels, vid], input=source)
+    await _json(login, [python, "-", "install", root, remote_wheels, vid], input=source)
 
 
 def build_wheels(runner: Runner, dest: Path, py: tuple[int, int]) -> tuple[str, list[Path]]:
@@ -363,7 +341,16 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
                     make_key(req.identity, passphrase)
                     report.add(f"made an ed25519 key {req.identity}")
             pub = public_key_line(req.identity) if req.identity.exists() else "x AAAA"
-            found = await probe(login, req, pub)
+            found = await probe.run(login, where=req.login, install_dir=req.install_dir, pub=pub,
+                                    python=req.python, vscode_dir=req.vscode_server_dir)
+            term.say(probe.choice(found))  # now: a later step that fails is explained by it
+            server = probe.ServerDir(None)
+            if req.vscode:
+                earlier = clusters.named(set_up, req.name)
+                server = probe.server_dir(found, req.vscode_server_dir,
+                                          earlier.vscode_server if earlier else "", req.login)
+                report.lines += server.said
+                report.manual += server.warnings
             # The wheels depend on the cluster's Python; their digest names the install.
             vid, wheel_files = build_wheels(runner, Path(tmp), found.python)
             tool = str(Path(found.root) / "current" / "bin" / "interactive-slurm")
@@ -382,10 +369,10 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
                 ca_line = None
             else:
                 if not found.authorized:
-                    await _json(login, [req.python, "-c", remote_scripts.AUTHORIZE, pub])
+                    await _json(login, [found.executable, "-c", remote_scripts.AUTHORIZE, pub])
                     report.add(f"added your key to {req.login}:~/.ssh/authorized_keys")
                 if found.current != vid:  # current only ever names a complete install
-                    await install(login, req, found.root, vid, wheel_files)
+                    await install(login, found.executable, found.root, vid, wheel_files)
                     report.add(f"installed interactive-slurm {vid} in {req.login}:{found.root}")
                 else:
                     report.add(f"interactive-slurm {vid} already installed in {req.login}:{found.root}")
@@ -395,7 +382,8 @@ async def _run(req: Request, term: Terminal, runner: Runner) -> Report:
                 ca_line = check_ca_line(str(trust.stdout), f"{req.login}:{tool}")
         finally:
             await login.close()
-    planned = plan_files(req, set_up, tool=tool, install_root=found.root, ca_line=ca_line, report=report)
+    planned = plan_files(req, set_up, tool=tool, install_root=found.root, ca_line=ca_line,
+                         report=report, python=found.executable, server_dir=server.path)
     if req.dry_run:
         report.diffs += [c.diff() for c in planned if c.changed]
         return report
@@ -436,7 +424,8 @@ def plan_uninstall(name: str) -> tuple[Cluster, list[changes.Change]]:
             handed[shared[0].name][settings] = dict(restore)
         try:
             new = vscode.unplan(before, list(cluster.hosts), remove_globals=remove_globals,
-                                connect_timeout=VSCODE_CONNECT_TIMEOUT, restore=restore)
+                                connect_timeout=VSCODE_CONNECT_TIMEOUT, restore=restore,
+                                server_dir=cluster.vscode_server or None)
         except vscode.VSCodeSettingsError:
             continue  # a file the user broke since: left alone, said by the caller
         out.append(changes.Change(path, before, new))
@@ -522,7 +511,8 @@ async def _remove_install(cluster: Cluster, term: Terminal) -> None:
     target = Target(cluster.login, cluster.port, cluster.user, Path(cluster.identity), cluster.jump or None)
     login = await Login.open(target, term)
     try:
-        await _json(login, ["python3", "-c", remote_scripts.UNINSTALL, cluster.install])
+        await _json(login, [cluster.python or "python3", "-c", remote_scripts.UNINSTALL,
+                            cluster.install])
     finally:
         await login.close()
 
@@ -532,5 +522,6 @@ def describe(cluster: Cluster) -> dict[str, Any]:
         "name": cluster.name, "login": cluster.login, "user": cluster.user, "port": cluster.port,
         "jump": cluster.jump, "hosts": list(cluster.hosts), "profile": cluster.profile,
         "install": cluster.install, "ssh_config": cluster.ssh_config,
+        "python": cluster.python, "vscode_server": cluster.vscode_server,
     }
 

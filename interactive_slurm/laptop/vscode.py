@@ -6,6 +6,11 @@ Remote-SSH needs three settings for a ProxyCommand host whose session may wait i
 - ``remote.SSH.remotePlatform``: ``{"<host>": "linux"}`` so VS Code does not ask, or guess wrong;
 - ``remote.SSH.showLoginTerminal``: ``true``, so password and 2FA prompts can be answered.
 
+and, when VS Code's server should not go to the cluster's home directory (a tight quota, or the
+user said so), ``remote.SSH.serverInstallPath``: ``{"<host>": "/scratch/alice"}`` (VS Code makes
+``.vscode-server`` inside that folder). Its entries are setup's only while they hold the value
+setup wrote: one the user set is never overwritten nor removed.
+
 ``plan``/``unplan`` are pure functions of the file's text; reading, backups and the atomic write
 belong to the caller, which prints ``manual_snippet`` when a file cannot be edited safely.
 """
@@ -26,6 +31,7 @@ PRODUCTS = ("Code", "Code - Insiders", "VSCodium", "Cursor")
 CONNECT_TIMEOUT = "remote.SSH.connectTimeout"
 REMOTE_PLATFORM = "remote.SSH.remotePlatform"
 SHOW_LOGIN_TERMINAL = "remote.SSH.showLoginTerminal"
+SERVER_INSTALL_PATH = "remote.SSH.serverInstallPath"
 PLATFORM = "linux"
 
 
@@ -67,7 +73,7 @@ def _check(text: str) -> Any:
     settings = {} if jsonc.is_empty(text) else jsonc.loads(text)
     if not isinstance(settings, dict):
         raise jsonc.JsoncError("the top-level value is not an object")
-    for ours in (CONNECT_TIMEOUT, REMOTE_PLATFORM, SHOW_LOGIN_TERMINAL):
+    for ours in (CONNECT_TIMEOUT, REMOTE_PLATFORM, SHOW_LOGIN_TERMINAL, SERVER_INSTALL_PATH):
         jsonc.get(text, [ours])  # raises if the key appears twice
         for key, value in settings.items():
             if ours.startswith(key + ".") and isinstance(value, dict):
@@ -78,11 +84,50 @@ def _check(text: str) -> Any:
     return settings
 
 
-def plan(text: str, hosts: Sequence[str], connect_timeout: int) -> str:
+def own_server_paths(text: str, hosts: Sequence[str], server_dir: str | None,
+                     previous: str | None) -> dict[str, Any]:
+    """Our hosts whose ``serverInstallPath`` the user set (neither what setup wrote before,
+    ``previous``, nor what it would write now): :func:`plan` leaves them as they are."""
+    try:
+        paths = _check(text).get(SERVER_INSTALL_PATH, {})
+    except jsonc.JsoncError:
+        return {}
+    if not isinstance(paths, dict):
+        return {}
+    return {h: paths[h] for h in hosts if h in paths and paths[h] not in (previous, server_dir)}
+
+
+def _plan_server(text: str, settings: dict[str, Any], hosts: Sequence[str], new: str | None,
+                 previous: str | None) -> str:
+    """``serverInstallPath`` of our hosts set to ``new`` (None: taken out where it is still
+    setup's ``previous``); a value the user set is kept."""
+    paths = settings.get(SERVER_INSTALL_PATH)
+    if paths is not None and not isinstance(paths, dict):
+        raise jsonc.JsoncError(f"{json.dumps(SERVER_INSTALL_PATH)} is not an object of host: path")
+    if paths is None:
+        return jsonc.set_value(text, [SERVER_INSTALL_PATH], {h: new for h in hosts}) if new and hosts \
+            else text
+    for host in hosts:
+        current = paths.get(host)
+        if current is not None and current not in (previous, new):
+            continue  # the user's own
+        if new is not None and current != new:
+            text = jsonc.set_value(text, [SERVER_INSTALL_PATH, host], new)
+        elif new is None and current is not None:
+            text = jsonc.remove(text, [SERVER_INSTALL_PATH, host])
+    if paths and jsonc.source(text, [SERVER_INSTALL_PATH]) == "{}":
+        text = jsonc.remove(text, [SERVER_INSTALL_PATH])
+    return text
+
+
+def plan(text: str, hosts: Sequence[str], connect_timeout: int, *, server_dir: str | None = None,
+         previous_server_dir: str | None = None) -> str:
     """``text`` with the settings our hosts need; only the changed values and new members differ.
 
     An existing ``connectTimeout`` at least as large is kept; other hosts in ``remotePlatform`` are
-    kept. Idempotent. VSCodeSettingsError (naming what failed) if the text cannot be edited safely.
+    kept. ``server_dir``: our hosts' ``serverInstallPath`` (None: none of setup's; an entry that
+    still holds ``previous_server_dir``, what setup wrote before, is taken out). Idempotent.
+    VSCodeSettingsError (naming what failed) if the text cannot be edited safely.
     """
     if not _is_number(connect_timeout) or connect_timeout <= 0:
         raise ValueError(f"connect_timeout must be a positive number of seconds, not {connect_timeout!r}")
@@ -98,6 +143,8 @@ def plan(text: str, hosts: Sequence[str], connect_timeout: int) -> str:
                 text = jsonc.set_value(text, [REMOTE_PLATFORM, host], PLATFORM)
         if settings.get(SHOW_LOGIN_TERMINAL) is not True:
             text = jsonc.set_value(text, [SHOW_LOGIN_TERMINAL], True)
+        if server_dir is not None or previous_server_dir is not None:
+            text = _plan_server(text, settings, hosts, server_dir, previous_server_dir)
     except jsonc.JsoncError as exc:
         raise VSCodeSettingsError(f"cannot edit the VS Code settings safely: {exc}") from None
     return text
@@ -123,9 +170,10 @@ def replaced(text: str, connect_timeout: int) -> dict[str, Any]:
 
 def unplan(
     text: str, hosts: Sequence[str], *, remove_globals: bool, connect_timeout: int | None = None,
-    restore: Mapping[str, Any] | None = None,
+    restore: Mapping[str, Any] | None = None, server_dir: str | None = None,
 ) -> str:
-    """``text`` without our hosts in ``remotePlatform`` (the key goes when nothing else is left in it).
+    """``text`` without our hosts in ``remotePlatform`` (the key goes when nothing else is left in it)
+    and without their ``serverInstallPath`` where it still is ``server_dir`` (what setup wrote).
 
     With ``remove_globals`` (the caller knows ``plan`` added them, or none other needs them), the
     global settings go back to what they were: the user's own value in ``restore``
@@ -142,6 +190,8 @@ def unplan(
                 text = jsonc.remove(text, [REMOTE_PLATFORM, host])
             if platforms and jsonc.source(text, [REMOTE_PLATFORM]) == "{}":
                 text = jsonc.remove(text, [REMOTE_PLATFORM])
+        if server_dir is not None:
+            text = _plan_server(text, settings, hosts, None, server_dir)
         if remove_globals:
             for key, value in ours.items():
                 current = settings.get(key)
@@ -157,10 +207,13 @@ def unplan(
     return text
 
 
-def manual_snippet(hosts: Sequence[str], connect_timeout: int) -> str:
+def manual_snippet(hosts: Sequence[str], connect_timeout: int, *,
+                   server_dir: str | None = None) -> str:
     """The members to add by hand to settings.json, as JSON (an object, four-space indent)."""
     settings: dict[str, Any] = {CONNECT_TIMEOUT: connect_timeout}
     if hosts:
         settings[REMOTE_PLATFORM] = {host: PLATFORM for host in hosts}
     settings[SHOW_LOGIN_TERMINAL] = True
+    if hosts and server_dir:
+        settings[SERVER_INSTALL_PATH] = {host: server_dir for host in hosts}
     return json.dumps(settings, indent=4)

@@ -2,11 +2,13 @@
 
 The install and its Python, config.toml, the files the tool trusts (StrictModes), the state
 folder's filesystem, the session records, Slurm's commands and controller, the default partition,
-each profile against its partition's limits, and the home directory's free space (VS Code's
-server lands there). With ``job``: the keyhole of every running session. Each check is a function
+each profile against its partition's limits, the accounts and QOS the profiles name
+(``login/accounts.py``), and the home directory's free space (VS Code's server lands there).
+With ``job``: the keyhole of every running session, then one session checked end to end
+(``login/jobcheck.py``: the only part that submits and cancels a job). Each check is a function
 of injected inputs (the runner, ``statvfs``, the mount table, the clock) that returns
 :class:`~interactive_slurm.base.checks.Check` values; :func:`run` runs them all, none stops the
-others. Nothing here submits, cancels or writes anything.
+others. Apart from that job (and its log), nothing here changes anything.
 
 The parsers (:func:`parse_partitions`, :func:`parse_nodes`) are pure functions of
 ``scontrol --oneliner show partition|node`` text.
@@ -21,16 +23,21 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from interactive_slurm import __version__
 from interactive_slurm.base import checks, config, folders
 from interactive_slurm.base.checks import Check, fail, ok, warn
-from interactive_slurm.base.errors import CommandError, InteractiveSlurmError, UnsafePathError
+from interactive_slurm.base.errors import (
+    Aborted,
+    CommandError,
+    InteractiveSlurmError,
+    UnsafePathError,
+)
 from interactive_slurm.base.runner import Runner, check_result
 from interactive_slurm.base.values import format_seconds, time_to_seconds
 from interactive_slurm.connect import endpoint
-from interactive_slurm.login import profiles, slurm
+from interactive_slurm.login import accounts, profiles, slurm
 
 SLURM_COMMANDS = ("sbatch", "squeue", "scontrol")
 #: Below these, the home directory is too full for VS Code's server (``~/.vscode-server`` takes
@@ -499,7 +506,7 @@ def home_space(home: str, statvfs: Callable[[str], Any] = os.statvfs) -> list[Ch
 
 
 def live_sessions(connect: Callable[[endpoint.Endpoint], Any], now: float) -> list[Check]:
-    """``--job``: every running session's record answers through its keyhole (starts nothing)."""
+    """``--job``: every running session's record answers through its keyhole."""
     from interactive_slurm.connect import fastpath
 
     name = "session keyhole"
@@ -508,10 +515,7 @@ def live_sessions(connect: Callable[[endpoint.Endpoint], Any], now: float) -> li
     except UnsafePathError as exc:
         return [warn(name, f"not checked: {checks.split_fix(str(exc))[0]}",
                      "fix the trusted folders first (see above)")]
-    if not found:
-        return [warn(name, "no running session to check",
-                     "start one (ssh slurm-cpu, or `remote gpuswap`), then run doctor --job again")]
-    out = []
+    out: list[Check] = []  # none running: the job checks below start one
     for ep in found:
         label = f"job {ep.job_id} ({ep.kind}) at {ep.host}:{ep.port}"
         start = time.monotonic()
@@ -527,6 +531,26 @@ def live_sessions(connect: Callable[[endpoint.Endpoint], Any], now: float) -> li
         sock.close()
         out.append(ok(name, f"{label} proved its secret in {1000 * (time.monotonic() - start):.0f} ms"))
     return out
+
+
+def smallest_profile(view: SlurmView, used: str) -> profiles.Profile | None:
+    """The profile whose cpu session asks the least (GPUs, CPUs, memory, time), among those that
+    load and fit their partition; the one in use wins a tie. ``doctor --job`` starts it."""
+    fitting = []
+    for name in profiles.available():
+        try:
+            prof = profiles.load(name)
+        except InteractiveSlurmError:
+            continue
+        if profile_fit(prof, "cpu", view, True).status == checks.OK:
+            fitting.append(prof)
+
+    def size(prof: profiles.Profile) -> tuple[int, int, int, int, bool, str]:
+        res = prof.cpu
+        return (res.gpus, res.cpus, mem_megabytes(res.mem), res.time_seconds, prof.name != used,
+                prof.name)
+
+    return min(fitting, key=size, default=None)
 
 
 def _read_mounts() -> str | None:
@@ -551,15 +575,33 @@ class Inputs:
     mounts: Callable[[], str | None] = _read_mounts
     now: Callable[[], float] = time.time
     connect: Callable[[endpoint.Endpoint], Any] | None = None  # None: fastpath.open_connection
+    #: Where ``--job`` shows its progress (the wait for its job).
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    #: ``--job``'s wait for its job's session record and its TCP probe of the port (None:
+    #: :func:`jobcheck.wait_for_record`, :func:`jobcheck.tcp_probe`).
+    wait: Callable[..., Any] | None = None
+    probe: Callable[[endpoint.Endpoint], None] | None = None
+
+
+def _settings(profile: str | None) -> tuple[str, str]:
+    """The profile in use and the ``transport`` setting (config.toml; the defaults when it does
+    not load: the config check reports why)."""
+    try:
+        cfg = config.load()
+    except InteractiveSlurmError:
+        cfg = config.Config()
+    return profile or cfg.default_profile, cfg.transport
 
 
 def run(inputs: Inputs) -> list[Check]:
-    """Every cluster-side check, in the order a connection meets them; none stops the others."""
+    """Every cluster-side check, in the order a connection meets them; none stops the others
+    (``--job``'s checks raise :class:`Aborted` on Ctrl-C, after cancelling their job)."""
     out: list[Check] = []
 
     def add(name: str, run_one: Callable[[], Iterable[Check]]) -> None:
         out.extend(checks.guarded(name, run_one))
 
+    used, transport = _settings(inputs.profile)
     add("install", this_install)
     add("config", config_file)
     add("trusted folders", checks.trusted_folders)
@@ -576,17 +618,38 @@ def run(inputs: Inputs) -> list[Check]:
                         "fix the Slurm check above first"))
     else:
         add("default partition", lambda: default_partition(view))
-        used = inputs.profile
-        if used is None:
-            try:
-                used = config.load().default_profile
-            except InteractiveSlurmError:
-                used = "default"
-        add("profiles", lambda: profile_checks(view, used or "default"))
+        add("profiles", lambda: profile_checks(view, used))
+        add("accounts", lambda: accounts.check(inputs.runner, used))
     add("home space", lambda: home_space(inputs.home, inputs.statvfs))
     if inputs.job:
-        from interactive_slurm.connect import fastpath
-
-        add("session keyhole", lambda: live_sessions(inputs.connect or fastpath.open_connection,
-                                                     inputs.now()))
+        out += _job_checks(inputs, view, used, transport)
     return out
+
+
+def _job_checks(inputs: Inputs, view: SlurmView | None, used: str, transport: str) -> list[Check]:
+    """``--job``: the keyhole of every running session, then a session checked end to end."""
+    from interactive_slurm.connect import fastpath
+    from interactive_slurm.login import jobcheck
+
+    connect = inputs.connect or fastpath.open_connection
+    out = checks.guarded("session keyhole", lambda: live_sessions(connect, inputs.now()))
+    if view is None:
+        return [*out, warn("session", "not started: Slurm does not answer (see above)",
+                           "fix the Slurm checks above first")]
+    try:
+        smallest = smallest_profile(view, used)
+    except InteractiveSlurmError as exc:
+        return [*out, fail("session", f"not started: {exc}", "fix the checks above first")]
+    job_inputs = jobcheck.JobInputs(runner=inputs.runner, used=used, smallest=smallest,
+                                    err=inputs.err, transport=transport, now=inputs.now)
+    if inputs.wait is not None:
+        job_inputs.wait = inputs.wait
+    if inputs.probe is not None:
+        job_inputs.probe = inputs.probe
+    try:
+        return [*out, *jobcheck.run(job_inputs)]
+    except Aborted:
+        raise
+    except (InteractiveSlurmError, OSError) as exc:  # after jobcheck cancelled its job
+        return [*out, fail("session", f"could not check: {exc}",
+                           "run again with INTERACTIVE_SLURM_DEBUG=1 and report the error")]

@@ -4,21 +4,27 @@ fails nothing.
 
 Login-node side (``harness``): a profile over the short partition's MaxTime or over the node's
 CPUs/GPUs, a partition that does not exist, no Slurm on PATH, a stale record, a record whose
-port is refused (``--job``), a group-writable state folder. Laptop side (``laptop``, after a
-real ``setup``): a user ``Host *`` above the managed block, a missing key, a known_hosts line of
-another CA, a VS Code settings file with a short timeout. doctor itself starts no job.
+port is refused (``--job``), a group-writable state folder, a profile's account on a cluster
+without accounting (no slurmdbd: Slurm checks none). ``--job`` for real: a short job started,
+checked from the login node and on its node through an ``srun --overlap`` step, and cancelled
+(squeue shows it gone, scontrol shows it CANCELLED); a running session used instead of a new
+job; a profile naming a container runtime the node lacks. A real ``ssh slurm-cpu`` whose proxy
+fails ends with the hint to run doctor. Laptop side (``laptop``, after a real ``setup``): a
+user ``Host *`` above the managed block, a missing key, a known_hosts line of another CA, a VS
+Code settings file with a short timeout. Without ``--job`` doctor starts no job.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from .conftest import BIN, TOOL, Harness, LoginNode, my_jobs
+from .conftest import BIN, TOOL, Harness, LoginNode, my_jobs, wait_for
 from .test_setup import Laptop, laptop  # noqa: F401  (the fixture)
 
 BIG = ('description = "More than the test node has"\n'
@@ -32,12 +38,23 @@ TYPO = ('description = "A partition that does not exist"\npartition = "nosuch"\n
         '[gpu]\ntime = "01:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
 
 
-def doctor(harness: Harness, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+def doctor(harness: Harness, *args: str, env: dict[str, str] | None = None,
+           timeout: float = 120) -> tuple[int, list[str]]:
     """``interactive-slurm doctor ARGS`` as the harness's user: exit status and stdout's lines."""
     result = subprocess.run([str(TOOL), "doctor", *args], env={**harness.env, **(env or {})},
-                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+                            capture_output=True, text=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL)
     assert "error:" not in result.stderr, result.stderr
     return result.returncode, result.stdout.splitlines()
+
+
+def gone_and_cancelled(job_id: str) -> None:
+    """Job ``job_id`` left the queue (squeue) and Slurm says it was cancelled (not that it ran
+    out or failed): doctor cancelled what it started."""
+    wait_for(lambda: job_id not in [j["id"] for j in my_jobs()], 60, f"job {job_id} to leave")
+    shown = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], capture_output=True,
+                           text=True, check=False).stdout
+    assert "JobState=CANCELLED" in shown, shown
 
 
 def line(lines: list[str], start: str) -> str:
@@ -125,21 +142,137 @@ def test_a_stale_record_and_a_refused_port(harness: Harness) -> None:
     stale = line(lines, "warn session records: not renewed for over 60 s")
     assert "job 999998 on 127.0.0.1:" in stale and "remote list" in stale
     write_record(harness, "999999", dead_port())
-    code, lines = doctor(harness, "--job")
+    code, lines = doctor(harness, "--job", timeout=300)
     assert code == 1
     refused = line(lines, "FAIL session keyhole: job 999999 (cpu) at 127.0.0.1:")
     assert "Connection refused" in refused and "remote cancel 999999" in refused
-    assert my_jobs() == []
+    # The record is no job of Slurm's: --job started its own and cancelled it.
+    started = line(lines, "ok   doctor's job: cancelled job ").split()[-4].rstrip(",")
+    gone_and_cancelled(started)
 
 
 def test_a_running_session_answers_through_its_keyhole(harness: Harness) -> None:
     harness.ssh("slurm-cpu", "true")
     [job] = my_jobs()
-    code, lines = doctor(harness, "--job")
+    code, lines = doctor(harness, "--job", timeout=300)
     assert code == 0, "\n".join(lines)
     assert line(lines, f"ok   session keyhole: job {job['id']} (cpu) at ")
     assert "proved its secret" in line(lines, "ok   session keyhole")
+    # --job checks that session end to end and starts none of its own.
+    assert line(lines, f"ok   session: your running session, job {job['id']} (profile default) on vm")
+    assert line(lines, "ok   srun step: ")
+    assert line(lines, "ok   session sshd: ")
+    assert not [x for x in lines if "doctor's job" in x]
     assert [j["id"] for j in my_jobs()] == [job["id"]]
+
+
+def test_job_on_a_healthy_cluster_checks_a_short_job_and_cancels_it(harness: Harness) -> None:
+    code, lines = doctor(harness, "--job", timeout=300)
+    assert code == 0, "\n".join(lines)
+    assert all(x.startswith(("ok   ", "warn ")) for x in lines), "\n".join(lines)
+    # The smallest shipped profile (development: 2 CPUs, 8G), for 10 minutes.
+    session = line(lines, "ok   session: job ")
+    job_id = session.split()[3]
+    assert session.startswith(f"ok   session: job {job_id} (profile development) started on vm; "
+                              "its session ran `sshd -t` and published its record in ")
+    assert line(lines, "ok   session port: this login node reaches ").endswith(
+        "over TCP and the session proved its secret there")
+    assert line(lines, "ok   srun step: `srun --overlap` ran doctor's node checks inside job "
+                       f"{job_id} on vm")
+    sshd = line(lines, "ok   session sshd: `/usr/sbin/sshd -t` accepts ")
+    assert f"/interactive-slurm-{job_id}-" in sshd
+    assert sshd.endswith("/sshd_config (host key and certificate load)")
+    assert line(lines, "ok   terminals: a new terminal belongs to group tty (gid 5)")
+    assert line(lines, "ok   containers: no profile names a container")
+    # This machine has no route to the internet: a warning with VS Code's setting, in 5 s.
+    internet = line(lines, "warn internet: node vm cannot reach update.code.visualstudio.com:443")
+    assert '"remote.SSH.localServerDownload": "always"' in internet
+    assert line(lines, f"ok   doctor's job: cancelled job {job_id}, which doctor started")
+    gone_and_cancelled(job_id)
+    assert my_jobs() == []
+
+
+def test_ctrl_c_cancels_the_job_doctor_started(harness: Harness) -> None:
+    proc = subprocess.Popen([str(TOOL), "doctor", "--job"], env=harness.env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    try:
+        first = proc.stderr.readline()  # written once sbatch has answered
+        assert first.startswith("interactive-slurm: doctor started job "), first
+        job_id = first.split()[4].rstrip(":")
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert out == ""  # no report: it was interrupted
+    assert f"interactive-slurm: cancelled job {job_id}, which doctor started" in rest
+    gone_and_cancelled(job_id)
+
+
+def test_a_profile_whose_container_runtime_the_node_lacks(harness: Harness) -> None:
+    """Apptainer is not installed here (Charliecloud is): the profile in use fails with the
+    runtime to use instead; the session doctor starts has no container, so it still starts."""
+    harness.write_profile("apt", 'description = "apptainer"\ncontainer_runtime = "apptainer"\n'
+                          'container = "/images/sshd.sif"\n'
+                          '[cpu]\ntime = "01:00:00"\ncpus = 1\nmem = "1G"\n'
+                          '[gpu]\ntime = "01:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+    code, lines = doctor(harness, "--job", "--profile", "apt", timeout=300)
+    assert code == 1
+    found = line(lines, "FAIL container runtime apt: ")
+    assert found.startswith("FAIL container runtime apt: profile apt [cpu, gpu] names "
+                            "container_runtime apptainer, but apptainer/singularity is not on "
+                            "node vm's PATH (")
+    assert found.endswith("— fix: ask your admins which module loads apptainer on the compute "
+                          "nodes (load it in ~/.bashrc), or use a runtime this node has: "
+                          "interactive-slurm profiles set apt cpu.container_runtime=charliecloud "
+                          "gpu.container_runtime=charliecloud")
+    session = line(lines, "ok   session: job ")
+    assert "(profile apt)" in session  # the smallest profile, run without its container
+    gone_and_cancelled(session.split()[3])
+
+
+def test_accounts_where_slurm_keeps_no_accounting(harness: Harness) -> None:
+    """The test cluster has no slurmdbd: Slurm accepts any account, and doctor says so once."""
+    harness.write_profile("mylab", 'description = "an account"\naccount = "nosuchaccount"\n'
+                          '[cpu]\ntime = "01:00:00"\ncpus = 1\nmem = "1G"\n'
+                          '[gpu]\ntime = "01:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+    code, lines = doctor(harness, "--profile", "mylab")
+    assert code == 0, "\n".join(lines)
+    assert line(lines, "ok   accounts: ") == (
+        "ok   accounts: Slurm keeps no accounting here (AccountingStorageType=accounting_storage/"
+        "none), so it checks no account or QOS: passed on unchecked: profile mylab [cpu] "
+        "account=nosuchaccount; profile mylab [gpu] account=nosuchaccount")
+    assert not [x for x in lines if x.startswith("ok   accounts ")]  # one line, no per-profile
+    assert my_jobs() == []
+
+
+HINT = ("interactive-slurm: run 'interactive-slurm doctor' on the login node (or "
+        "'interactive-slurm doctor --host slurm-cpu' on your laptop) to find what is wrong")
+
+
+def test_a_failing_ssh_ends_with_the_hint_to_run_doctor(harness: Harness) -> None:
+    harness.write_profile("nopart", 'partition = "nosuchpartition"\n[cpu]\ntime = "1:00:00"\n'
+                          'cpus = 1\nmem = "1G"\n[gpu]\ntime = "1:00:00"\ngpus = 1\ncpus = 1\n'
+                          'mem = "1G"\n')
+    harness.write_config('default_profile = "nopart"\n')
+    result = harness.ssh("slurm-cpu", "true", check=False, timeout=60)
+    assert result.returncode == 255 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    error = next(i for i, x in enumerate(lines) if x.startswith("error: "))
+    assert "Invalid partition name specified" in lines[error]
+    # The proxy's last line is the hint; after it only ssh's own words about the closed pipe.
+    assert lines[error + 1] == HINT
+    assert lines.count(HINT) == 1
+    assert all(not x.startswith("interactive-slurm:") for x in lines[error + 2:]), lines
+    # What the hint says to run names the cause.
+    code, found = doctor(harness)
+    assert code == 1
+    assert "partition nosuchpartition" in line(found, "FAIL profile nopart [cpu]: ")
+    # A proxy that works says nothing of doctor.
+    harness.write_config("")
+    worked = harness.ssh("slurm-cpu", "true", timeout=120)
+    assert "doctor" not in worked.stderr
 
 
 def test_a_group_writable_state_folder(harness: Harness) -> None:

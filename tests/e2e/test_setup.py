@@ -316,7 +316,9 @@ def test_a_hostile_login_node_cannot_change_the_laptops_ssh_options(laptop: Lapt
     hostile = CLUSTER_HOME / f"hostile-python-{os.getpid()}"
     answer = ('{"python": [3, 11], "home": "/home/x", "root": "-AYKoSendEnv=x\\u001b]0;owned\\u0007",'
               ' "authorized": true, "current": null}')
-    hostile.write_text(f"#!/bin/sh\ncat <<'EOF'\n{answer}\nEOF\n")
+    # It answers the probe's version check as a Python 3.11 would, and the probe with that.
+    hostile.write_text(f"#!/bin/sh\ncase $1 in -c) echo 3.11.2; exit ;; esac\n"
+                       f"cat <<'EOF'\n{answer}\nEOF\n")
     hostile.chmod(0o755)
     try:
         code, out = laptop.setup(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from interactive_slurm import __version__
 from interactive_slurm.base import sshhosts
@@ -20,13 +19,14 @@ from interactive_slurm.cli import main as cli
 from interactive_slurm.login import profiles
 from interactive_slurm.node import hostca
 
+from .clirunner import cli_runner
 from .fakes import FakeRunner, fail, ok
 
 SHIPPED = profiles.SHIPPED_DIR
 
 
 def invoke(group: click.Group, args: list[str]) -> click.testing.Result:
-    return CliRunner().invoke(group, args, catch_exceptions=False)
+    return cli_runner().invoke(group, args, catch_exceptions=False)
 
 
 def run_main(capsys: pytest.CaptureFixture[str], main: object, argv: list[str]) -> tuple[int, str, str]:
@@ -114,6 +114,10 @@ def test_profiles_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
 
 # ----------------------------------------------------------------------------------- proxy
 
+#: The last line a failing proxy writes (what `ssh slurm-cpu` shows last).
+HINT = ("interactive-slurm: run 'interactive-slurm doctor' on the login node (or "
+        "'interactive-slurm doctor --host slurm-cpu' on your laptop) to find what is wrong\n")
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -127,7 +131,7 @@ def test_profiles_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
 def test_proxy_with_a_bad_profile_fails_before_anything_runs(
     capsys: pytest.CaptureFixture[str], fake: FakeRunner, args: list[str], message: str
 ) -> None:
-    assert run_main(capsys, cli.main, ["proxy", "cpu", *args]) == (1, "", message)
+    assert run_main(capsys, cli.main, ["proxy", "cpu", *args]) == (1, "", message + HINT)
     assert fake.calls == []
 
 
@@ -135,7 +139,7 @@ def test_proxy_with_a_bad_container(capsys: pytest.CaptureFixture[str], fake: Fa
     code, out, err = run_main(capsys, cli.main, ["proxy", "cpu", "--container", "img;id"])
     assert (code, out) == (2, "")
     assert err.startswith("error: --container 'img;id': expected an image name or path")
-    assert err.count("\n") == 1
+    assert err.count("\n") == 2 and err.endswith(HINT)
     assert fake.calls == []
 
 
@@ -143,6 +147,7 @@ def test_proxy_with_a_bad_kind(capsys: pytest.CaptureFixture[str], fake: FakeRun
     code, out, err = run_main(capsys, cli.main, ["proxy", "tpu"])
     assert (code, out) == (2, "")
     assert "Invalid value for '{cpu|gpu}': 'tpu' is not one of 'cpu', 'gpu'." in err
+    assert err.endswith(HINT)
     assert fake.calls == []
 
 
@@ -152,8 +157,33 @@ def test_proxy_with_a_broken_config(
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text("wait_timeout = 0\n")
     assert run_main(capsys, cli.main, ["proxy", "cpu"]) == (
-        1, "", f"error: {home / 'config' / 'config.toml'}: wait_timeout = 0: expected seconds > 0\n"
+        1, "",
+        f"error: {home / 'config' / 'config.toml'}: wait_timeout = 0: expected seconds > 0\n" + HINT
     )
+
+
+def test_the_doctor_hint_names_the_kind_and_only_follows_a_failing_proxy(
+    capsys: pytest.CaptureFixture[str], fake: FakeRunner, home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text("wait_timeout = 0\n")
+    code, out, err = run_main(capsys, cli.main, ["proxy", "gpu"])
+    assert (code, out) == (1, "")
+    assert err.splitlines()[-1] == HINT.replace("slurm-cpu", "slurm-gpu").rstrip("\n")
+    # Another verb that fails: its error only.
+    code, out, err = run_main(capsys, cli.main, ["profiles", "show", "nope"])
+    assert code == 1 and err.count("\n") == 1 and "doctor" not in err
+    # The user gave up (Ctrl-C, ssh closed stdin): nothing for doctor to find.
+    from interactive_slurm.base.errors import Aborted
+    from interactive_slurm.login import proxy
+
+    def gave_up(*_args: object, **_kw: object) -> None:
+        raise Aborted("interrupted by SIGINT")
+
+    (home / "config" / "config.toml").write_text("")
+    monkeypatch.setattr(proxy, "run", gave_up)
+    assert run_main(capsys, cli.main, ["proxy", "cpu"]) == (130, "", "error: interrupted by SIGINT\n")
 
 
 # ---------------------------------------------------------------------------------- remote
@@ -253,7 +283,7 @@ def test_every_command_has_help_ending_with_an_example(
     assert "Example" in last_paragraph, f"{' '.join(path)}: help does not end with an example"
     example_lines = [line.strip() for line in last_paragraph.splitlines()[1:] if line.strip()]
     assert example_lines, f"{' '.join(path)}: the example is empty"
-    result = CliRunner().invoke(cli.cli if path[0] == "interactive-slurm" else cli.remote_cli,
+    result = cli_runner().invoke(cli.cli if path[0] == "interactive-slurm" else cli.remote_cli,
                                 [*path[1:], "--help"])
     assert result.exit_code == 0
     assert "Example" in result.stdout

@@ -61,8 +61,8 @@ def test_the_rest_of_the_file_is_still_checked() -> None:
     ("hosts", '"slurm-cpu"', "hosts = 'slurm-cpu': expected a list of strings"),
     ("identity", "3", "identity = 3: expected a string"),
     ("colour", '"red"', "colour = 'red': unknown key; valid keys: login, user, jump, identity, install, "
-                        "profile, ssh_config, known_hosts, port, hosts, vscode, vscode_globals, "
-                            "vscode_before"),
+                        "python, profile, ssh_config, known_hosts, vscode_server, port, hosts, vscode, "
+                        "vscode_globals, vscode_before"),
 ])
 def test_errors_name_the_file_the_table_the_key_and_the_value(key: str, value: str, message: str) -> None:
     path = write_config(table(**{key: value}))

@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from interactive_slurm import __version__
 from interactive_slurm.base import checks, folders
@@ -24,6 +23,7 @@ from interactive_slurm.connect import endpoint, fastpath
 from interactive_slurm.connect.endpoint import Endpoint
 from interactive_slurm.login import doctor, profiles
 
+from .clirunner import cli_runner
 from .fakes import FakeRunner, Reply, fail, ok
 
 # Captured from the local test cluster (Slurm 22.05.8, scripts/local-cluster).
@@ -71,6 +71,17 @@ SITE_NODES = (
     "NodeName=o01 CPUTot=8 RealMemory=16000 Gres=(null) State=DOWN* Partitions=old\n"
 )
 UNREACHABLE = ("slurm_load_partitions: Unable to contact slurm controller (connect failure)\n")
+# `scontrol show config` of the test cluster (no slurmdbd), its accounting lines.
+CONFIG = (
+    "Configuration data as of 2026-11-28T13:22:33\n"
+    "AccountingStorageBackupHost = (null)\n"
+    "AccountingStorageEnforce = none\n"
+    "AccountingStorageHost   = localhost\n"
+    "AccountingStoragePort   = 0\n"
+    "AccountingStorageTRES   = cpu,mem,energy,node,billing,fs/disk,vmem,pages\n"
+    "AccountingStorageType   = accounting_storage/none\n"
+    "AccountingStorageUser   = root\n"
+)
 
 
 def scontrol(version: str = VERSION, partitions: str = PARTITIONS, nodes: str = NODES) -> Any:
@@ -81,6 +92,8 @@ def scontrol(version: str = VERSION, partitions: str = PARTITIONS, nodes: str = 
             return ok(partitions)
         if argv[-1] == "node":
             return ok(nodes)
+        if argv[1:] == ("show", "config"):
+            return ok(CONFIG)
         raise AssertionError(argv)
 
     return answer
@@ -400,8 +413,7 @@ def test_config_file_error_names_the_key(home: Path) -> None:
 
 
 def test_job_keyhole(home: Path) -> None:
-    [nothing] = doctor.live_sessions(lambda ep: None, time.time())
-    assert nothing.status == "warn" and "no running session" in nothing.saw
+    assert doctor.live_sessions(lambda ep: None, time.time()) == []  # --job starts one below
     endpoint.publish(record("42"))
     endpoint.publish(record("43", port=23457))
 
@@ -438,7 +450,7 @@ def test_a_healthy_login_node_in_the_order_of_a_connection() -> None:
     names = [c.name for c in found]
     assert names[:9] == ["install", "config", "trusted folders", "state filesystem", "session records",
                          "slurm commands", "slurm version", "slurm controller", "default partition"]
-    assert names[9] == "profile default [cpu]" and names[-1] == "home space"
+    assert names[9] == "profile default [cpu]" and names[-2:] == ["accounts", "home space"]
     assert [c for c in found if c.status != "ok"] == []
     assert checks.exit_status(found) == 0
 
@@ -479,7 +491,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeRunner:
 
 
 def invoke(args: list[str]) -> click.testing.Result:
-    return CliRunner().invoke(cli.cli, args, catch_exceptions=False)
+    return cli_runner().invoke(cli.cli, args, catch_exceptions=False)
 
 
 def test_cli_text_and_exit_status(fake: FakeRunner) -> None:
@@ -508,7 +520,15 @@ def test_cli_json(fake: FakeRunner) -> None:
     assert [item["name"] for item in failed] == ["profile nosuch"]
 
 
-def test_cli_job_with_no_session(fake: FakeRunner) -> None:
+def test_cli_job_with_no_session_starts_one(fake: FakeRunner) -> None:
+    """The whole of --job through the seam is in test_doctor_job.py; here: it asks Slurm for
+    the user's sessions and, finding none and no sbatch, says the session did not start."""
+    fake.script["squeue"] = [ok("")]
+    fake.script["sbatch"] = [fail("sbatch: error: Batch job submission failed: Invalid partition "
+                                  "name specified")]
     result = invoke(["doctor", "--job"])
-    assert result.exit_code == 0
-    assert result.stdout.splitlines()[-1].startswith("warn session keyhole: no running session to check")
+    assert result.exit_code == 1
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith("FAIL session: Slurm refused a 00:10:00 job of profile development")
+    assert "change partition in profile development" in last
+    assert "scancel" not in fake.programs()

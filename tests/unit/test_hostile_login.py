@@ -12,9 +12,10 @@ import pytest
 from interactive_slurm.laptop import setup, sshconfig
 from interactive_slurm.laptop.sshconfig import Block
 
-GOOD: dict[str, Any] = {"python": [3, 11], "home": "/home/alice",
+GOOD: dict[str, Any] = {"python": [3, 11], "executable": "/usr/bin/python3.11", "home": "/home/alice",
                         "root": "/home/alice/.local/share/interactive-slurm",
-                        "authorized": True, "current": None}
+                        "authorized": True, "current": None,
+                        "space": {"free": 10 * 2**30, "inodes": 900_000}, "folders": []}
 
 
 def answer(**changes: Any) -> dict[str, Any]:

@@ -203,9 +203,12 @@ def test_authorize_keeps_other_lines_and_fixes_group_write(tmp_path: Path) -> No
 def test_probe_reports_python_root_and_access(tmp_path: Path) -> None:
     home = tmp_path / "h"
     home.mkdir()
-    data = run_remote(remote_scripts.PROBE, "~/inst", KEY, home=home)
-    assert data == {"python": list(sys.version_info[:2]), "home": str(home), "root": str(home / "inst"),
-                    "authorized": False, "current": None}
+    data = run_remote(remote_scripts.PROBE, sys.executable, "~/inst", KEY, "", "0", "0", home=home)
+    space = data.pop("space")
+    assert data == {"python": list(sys.version_info[:2]), "executable": sys.executable,
+                    "home": str(home), "root": str(home / "inst"), "authorized": False,
+                    "current": None, "folders": []}
+    assert isinstance(space, dict) and space["free"] > 0
 
 
 def test_uninstall_program_removes_only_an_install(tmp_path: Path) -> None:

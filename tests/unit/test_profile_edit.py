@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 import stat
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from interactive_slurm.base.errors import ConfigError, UsageError
 from interactive_slurm.cli import main as cli
 from interactive_slurm.login import profile_edit, profiles
 from interactive_slurm.login.profile_edit import Setting
 from interactive_slurm.login.profiles import Resources
+
+from .clirunner import cli_runner
 
 SHIPPED = profiles.SHIPPED_DIR
 DEFAULT_CPU = "  cpu: --nodes=1 --ntasks=1 --time=08:00:00 --cpus-per-task=4 --mem=16G\n"
@@ -37,15 +37,8 @@ mem = "64G"
 """
 
 
-def runner() -> CliRunner:
-    """A CliRunner keeping stderr apart (the default from click 8.2; asked for before)."""
-    if "mix_stderr" in inspect.signature(CliRunner).parameters:  # click < 8.2 (Python 3.9)
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg,unused-ignore]
-    return CliRunner()
-
-
 def invoke(args: list[str]) -> click.testing.Result:
-    return runner().invoke(cli.cli, args, catch_exceptions=False)
+    return cli_runner().invoke(cli.cli, args, catch_exceptions=False)
 
 
 def run_main(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
@@ -369,7 +362,7 @@ def test_a_bad_profile_name(capsys: pytest.CaptureFixture[str], home: Path) -> N
 
 
 def test_set_needs_a_setting(home: Path) -> None:
-    result = runner().invoke(cli.cli, ["profiles", "set", "big"])
+    result = cli_runner().invoke(cli.cli, ["profiles", "set", "big"])
     assert result.exit_code == 2
     assert "Missing argument 'KEY=VALUE...'" in result.stderr
     with pytest.raises(UsageError, match="nothing to set"):

@@ -156,6 +156,64 @@ def test_manual_snippet_is_what_plan_writes() -> None:
     assert jsonc.loads(vscode.plan("", HOSTS, 600)) == json.loads(snippet)
 
 
+
+# --- remote.SSH.serverInstallPath (issue 19): VS Code's server where it fits -------------------
+
+SIP = "remote.SSH.serverInstallPath"
+
+
+def test_plan_writes_server_install_path_for_our_hosts_only_when_asked() -> None:
+    assert SIP not in vscode.plan("{}", HOSTS, 600)
+    planned = vscode.plan("{}", HOSTS, 600, server_dir="/scratch/alice")
+    assert planned == "{\n" + OURS_4 + (',\n    "remote.SSH.serverInstallPath": {\n'
+                                        '        "slurm-cpu": "/scratch/alice",\n'
+                                        '        "slurm-gpu": "/scratch/alice"\n    }\n}')
+    assert vscode.plan(planned, HOSTS, 600, server_dir="/scratch/alice",
+                       previous_server_dir="/scratch/alice") == planned
+    assert jsonc.loads(planned) == json.loads(vscode.manual_snippet(HOSTS, 600,
+                                                                    server_dir="/scratch/alice"))
+
+
+@pytest.mark.parametrize("text", [
+    *TYPICAL, '{\n    "remote.SSH.serverInstallPath": {\n        "other": "/data" // mine\n    }\n}\n',
+])
+def test_unplan_takes_the_server_path_out_byte_for_byte(text: str) -> None:
+    planned = vscode.plan(text, HOSTS, 600, server_dir="/scratch/alice")
+    assert jsonc.loads(planned)[SIP]["slurm-cpu"] == "/scratch/alice"
+    assert vscode.unplan(planned, HOSTS, remove_globals=True, connect_timeout=600,
+                         server_dir="/scratch/alice") == text
+
+
+def test_a_path_the_user_set_is_kept_and_named() -> None:
+    mine = '{\n    "remote.SSH.serverInstallPath": {"slurm-cpu": "/mine"}\n}'
+    planned = vscode.plan(mine, HOSTS, 600, server_dir="/scratch/alice")
+    assert jsonc.loads(planned)[SIP] == {"slurm-cpu": "/mine", "slurm-gpu": "/scratch/alice"}
+    assert vscode.own_server_paths(mine, HOSTS, "/scratch/alice", None) == {"slurm-cpu": "/mine"}
+    # Uninstall takes out only setup's value; the user's stays.
+    out = vscode.unplan(planned, HOSTS, remove_globals=True, connect_timeout=600,
+                        server_dir="/scratch/alice")
+    assert out == mine
+    # ... also when the user changed setup's value since.
+    changed = planned.replace('"slurm-gpu": "/scratch/alice"', '"slurm-gpu": "/elsewhere"')
+    assert jsonc.loads(vscode.unplan(changed, HOSTS, remove_globals=True, connect_timeout=600,
+                                     server_dir="/scratch/alice"))[SIP] == {
+        "slurm-cpu": "/mine", "slurm-gpu": "/elsewhere"}
+
+
+def test_a_new_folder_replaces_setups_old_one_and_none_takes_it_out() -> None:
+    first = vscode.plan("{}", HOSTS, 600, server_dir="/scratch/a")
+    moved = vscode.plan(first, HOSTS, 600, server_dir="/work/a", previous_server_dir="/scratch/a")
+    assert jsonc.loads(moved)[SIP] == {"slurm-cpu": "/work/a", "slurm-gpu": "/work/a"}
+    assert vscode.own_server_paths(first, HOSTS, "/work/a", "/scratch/a") == {}
+    home = vscode.plan(moved, HOSTS, 600, server_dir=None, previous_server_dir="/work/a")
+    assert home == vscode.plan("{}", HOSTS, 600)
+
+
+def test_a_server_install_path_that_is_not_an_object_is_not_edited() -> None:
+    with pytest.raises(vscode.VSCodeSettingsError, match="not an object of host: path"):
+        vscode.plan('{"remote.SSH.serverInstallPath": "/x"}', HOSTS, 600, server_dir="/s")
+
+
 def _user_dirs(root: Path, products: list[str]) -> None:
     for product in products:
         (root / product / "User").mkdir(parents=True)
