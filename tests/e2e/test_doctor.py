@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from .conftest import BIN, TOOL, Harness, LoginNode, my_jobs, wait_for
+from .test_faults import fault, faults  # noqa: F401  (the fixture)
 from .test_setup import Laptop, laptop  # noqa: F401  (the fixture)
 
 BIG = ('description = "More than the test node has"\n'
@@ -357,4 +358,26 @@ def test_laptop_checks_after_a_real_setup(laptop: Laptop, login_node: LoginNode)
     # (The hop itself may still log in here: ssh finds the test user's own keys through the
     # passwd entry, and the "cluster" is the same account.)
     key.with_suffix(".moved").rename(key)
+    assert my_jobs() == []
+
+
+def test_a_port_a_firewall_blocks_is_found_and_the_transport_named(
+    harness: Harness, faults: None,  # noqa: F811
+) -> None:
+    """A real firewall (iptables, as in test_transport.py) between the login node and the
+    sessions' ports: with transport "tcp" the port check fails and says to set it; with "auto"
+    it warns that srun carries the connections."""
+    fault("firewall-reject")
+    try:
+        harness.write_config('transport = "tcp"\n')
+        code, lines = doctor(harness, "--job", timeout=300)
+        assert code != 0, "\n".join(lines)
+        port = line(lines, "FAIL session port: ")
+        assert "transport" in port and ("auto" in port or "srun" in port), port
+        assert line(lines, "ok   srun step: ")  # Slurm's own traffic passes the firewall
+        harness.write_config('transport = "auto"\n')
+        code, lines = doctor(harness, "--job", timeout=300)
+        assert line(lines, "warn session port: "), "\n".join(lines)
+    finally:
+        fault("firewall-off")
     assert my_jobs() == []
