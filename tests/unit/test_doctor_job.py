@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 
 from interactive_slurm.base import checks, folders, selfcmd
-from interactive_slurm.base.checks import Check
 from interactive_slurm.base.errors import Aborted, CommandError
 from interactive_slurm.cli import base as cli_base
 from interactive_slurm.cli import main as cli
@@ -30,21 +28,9 @@ from interactive_slurm.node import containers, nodecheck
 from .clirunner import cli_runner
 from .fakes import FakeRunner, Reply, fail, ok
 from .keyholes import serve_once
+from .test_doctor import statuses, write_profile
 
 SECRET_HEX = "5e" * 32
-
-
-def statuses(found: list[Check]) -> list[tuple[str, str]]:
-    return [(c.name, c.status) for c in found]
-
-
-def write_profile(name: str, text: str) -> Path:
-    folder = Path(folders.profiles_dir())
-    folders.make_private_dirs(folder)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    os.chmod(path, 0o600)
-    return path
 
 
 SMALL = ('description = "small"\n[cpu]\ntime = "02:00:00"\ncpus = 1\nmem = "1G"\n'

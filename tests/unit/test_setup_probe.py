@@ -25,6 +25,8 @@ from interactive_slurm.base.errors import ConfigError
 from interactive_slurm.laptop import changes, clusters, jsonc, probe, remote_scripts, setup
 from interactive_slurm.laptop.probe import Folder, Probe, SetupError, Space
 
+from .test_setup_plan import request
+
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk4a6kOgCjA1B6ZCfO3W5lQd4Y4bqNH8yQ3eEw6f8Xv me@laptop"
 REAL = os.path.realpath(sys.executable)
 MARK = remote_scripts.MARK
@@ -424,12 +426,6 @@ def laptop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def request(home: Path, **kw: Any) -> setup.Request:
-    values: dict[str, Any] = dict(login="login.example.org", user="alice",
-                                  identity=home / ".ssh" / "id_ed25519",
-                                  ssh_config=home / ".ssh" / "config", system="Linux")
-    values.update(kw)
-    return setup.Request(**values)
 
 
 @pytest.mark.parametrize(("kw", "message"), [
