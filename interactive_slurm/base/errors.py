@@ -8,8 +8,11 @@
      │    └── SlurmError             sbatch/squeue/scancel said no, or printed nonsense
      │         └── SubmitRefused     sbatch refused a request it can never run (names the key)
      ├── SessionError                the compute-node side could not start or serve sshd
+     ├── AppError                    a web app in a job could not start, answer or stop (names
+     │                               the app, its log and what to do)
      ├── ProxyError                  the proxy could not reach a session
      │    ├── JobEndedError          the job ended (FAILED, CANCELLED, ...) before it was ready
+     │    ├── SessionUnreachable     the job runs but its session never answered (firewall?)
      │    └── Aborted                the user gave up: a signal, or ssh closed stdin (exit 130)
      ├── EndpointError               an endpoint record is unreadable, unsafe or forged
      │    └── CorruptRecordError     a record of ours that does not parse: treated as stale
@@ -59,6 +62,10 @@ class SubmitRefused(SlurmError):
 
 class SessionError(InteractiveSlurmError):
     """The compute-node session could not start or keep its sshd."""
+
+
+class AppError(InteractiveSlurmError):
+    """A web app in a session's job (``open``, ``remote app``) could not start, answer or stop."""
 
 
 class ProxyError(InteractiveSlurmError):

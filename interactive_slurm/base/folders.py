@@ -19,7 +19,8 @@ home directory is the usual one). State layout::
                            valid while config.toml is the same file (see connect/configcache.py)
       hostca/ca, ca.pub    the user's host CA (0600 / 0644)
       jobs/<jobid>/        one folder per job: endpoint.json (0600, with the keyhole secret),
-                           ended (why the job ended; kept a while after it)
+                           ended (why the job ended; kept a while after it),
+                           apps/ (the job's web apps: NAME.json with the token, NAME.log)
       logs/job-<jobid>.log the job's own log (sbatch --output), never overwritten
       update/              the updater: next-check (its mtime is when the next automatic check
                            is due), check.lock, check.log, held (versions a rollback left),
@@ -101,6 +102,11 @@ def profiles_dir() -> str:
     return os.path.join(config_dir(), "profiles")
 
 
+def apps_dir() -> str:
+    """The user's own app recipes (``NAME.toml``, see node/apprecipes.py)."""
+    return os.path.join(config_dir(), "apps")
+
+
 def state_dir() -> str:
     return _folder("state", "XDG_STATE_HOME", ".local/state")
 
@@ -117,6 +123,11 @@ def endpoint_file(job_id: str) -> str:
     return os.path.join(job_dir(job_id), "endpoint.json")
 
 
+def job_apps_dir(job_id: str) -> str:
+    """The web apps running in a job: ``NAME.json`` (0600, with the token) and ``NAME.log``."""
+    return os.path.join(job_dir(job_id), "apps")
+
+
 def update_dir() -> str:
     return os.path.join(state_dir(), "update")
 
@@ -127,8 +138,8 @@ def hostca_dir() -> str:
 
 def trusted_paths() -> tuple[str, ...]:
     """The files and folders the tool trusts (checked like StrictModes when they exist)."""
-    return (config_dir(), config_file(), known_hosts_file(), profiles_dir(), state_dir(),
-            jobs_dir(), hostca_dir())
+    return (config_dir(), config_file(), known_hosts_file(), profiles_dir(), apps_dir(),
+            state_dir(), jobs_dir(), hostca_dir())
 
 
 def check_trusted() -> None:

@@ -168,7 +168,8 @@ def read_private(path: StrPath) -> str:
         raise
     except OSError as exc:
         raise EndpointError(f"{path}: cannot open: {exc.strerror}") from exc
-    with os.fdopen(fd) as fh:
+    # UTF-8, as write_private_atomic writes it, whatever the locale says.
+    with os.fdopen(fd, encoding="utf-8") as fh:
         check_private(os.fstat(fh.fileno()), path)
         return fh.read()
 

@@ -40,3 +40,25 @@ def command(*args: str) -> str:
     import shlex
 
     return shlex.join([*argv(), *args])
+
+
+#: Set by the session for every shell in the job: this install's console script, so a command
+#: sent into the job (``interactive-slurm open``) runs the session's own install, which may not
+#: be on the node's PATH.
+TOOL_ENV = "INTERACTIVE_SLURM_TOOL"
+
+
+def tool_for_shells() -> str | None:
+    """What :data:`TOOL_ENV` says: the console script, when this install has one."""
+    found = argv()
+    return found[0] if len(found) == 1 else None
+
+
+def in_job_command(*args: str) -> str:
+    """A command line for the user's login shell in a session: the session's install (or, from
+    a session older than :data:`TOOL_ENV`, ``interactive-slurm`` on the PATH) with ``args``.
+    POSIX ``sh`` expands the variable; the login shell only passes the words on."""
+    import shlex
+
+    script = f'exec "${{{TOOL_ENV}:-interactive-slurm}}" "$@"'
+    return f"exec sh -c {shlex.quote(script)} sh {shlex.join(args)}"

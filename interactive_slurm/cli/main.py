@@ -22,6 +22,7 @@ from interactive_slurm.base import config, folders, selfcmd, sshhosts, values
 from interactive_slurm.base.errors import Aborted, InteractiveSlurmError
 from interactive_slurm.base.fsutil import describe_os_error
 from interactive_slurm.cli import base as cli_base
+from interactive_slurm.cli.apps import app_serve_cmd, open_cmd
 from interactive_slurm.cli.doctor import doctor_cmd
 from interactive_slurm.cli.laptop import clusters_cmd, setup_cmd
 from interactive_slurm.cli.remote import remote_cli
@@ -102,6 +103,9 @@ def session_cmd(kind: str, profile: str, valid_for: int, container: str, contain
         image_cache=cfg.image_cache, transport=transport or "", configured=cfg.transport,
     )
     os.environ.pop(session.WARN_BEFORE_ENV, None)  # the session's own: not passed on to shells
+    tool = selfcmd.tool_for_shells()
+    if tool:  # every shell in the job learns this install (`interactive-slurm open` uses it)
+        os.environ[selfcmd.TOOL_ENV] = tool
     sys.exit(session.Session(cli_base.runner(), spec).run())
 
 
@@ -262,6 +266,8 @@ cli.add_command(self_check_cmd)
 cli.add_command(setup_cmd)
 cli.add_command(clusters_cmd)
 cli.add_command(doctor_cmd)
+cli.add_command(open_cmd)
+cli.add_command(app_serve_cmd)
 
 
 def doctor_hint(args: list[str]) -> str | None:

@@ -1,5 +1,5 @@
-"""The ``remote`` verbs: list, cancel, ssh, gpuswap, check and update (also ``interactive-slurm
-remote ...``).
+"""The ``remote`` verbs: list, cancel, ssh, gpuswap, app, check and update (also
+``interactive-slurm remote ...``).
 
 Thin click layer over :mod:`interactive_slurm.login.remote`; errors are reported by ``cli.main``.
 """
@@ -15,6 +15,7 @@ from interactive_slurm.base import config, values
 from interactive_slurm.base.errors import UsageError
 from interactive_slurm.base.runner import exec_replace
 from interactive_slurm.cli import base as cli_base
+from interactive_slurm.cli.apps import app_group
 from interactive_slurm.cli.update import check_cmd, update_cmd
 from interactive_slurm.login import remote, slurm
 
@@ -123,5 +124,6 @@ def gpuswap_cmd(
     exec_replace(remote.ssh_argv(ep, known, argv, options))
 
 
+remote_cli.add_command(app_group)
 remote_cli.add_command(check_cmd)
 remote_cli.add_command(update_cmd)

@@ -15,13 +15,14 @@ from interactive_slurm.base.errors import EndpointError, UsageError
 from interactive_slurm.base.runner import Runner
 from interactive_slurm.connect import endpoint
 from interactive_slurm.login import proxy, slurm
-from interactive_slurm.node import containers, hostca
+from interactive_slurm.node import apps, containers, hostca
 
 
 @dataclass(frozen=True)
 class Row:
     job: slurm.Job
     endpoint: endpoint.Endpoint | None
+    apps: tuple[str, ...] = ()  # the web apps recorded in the job (remote app list)
 
     def as_dict(self) -> dict[str, object]:
         ep = self.endpoint
@@ -36,6 +37,7 @@ class Row:
             "time_left": self.job.time_left,
             "endpoint": f"{ep.host}:{ep.port}" if ep else None,
             "log": str(Path(folders.job_log(self.job.job_id))),
+            "apps": list(self.apps),
             **self.container(),
         }
 
@@ -59,7 +61,8 @@ def sessions(runner: Runner) -> list[Row]:
             ep = endpoint.read_job(job.job_id)
         except (EndpointError, OSError):  # an unreadable or unsafe record shows as none
             ep = None
-        rows.append(Row(job, ep))
+        names = tuple(rec.name for rec in apps.read_records(job.job_id)) if ep else ()
+        rows.append(Row(job, ep, names))
     return sorted(rows, key=lambda r: int(r.job.job_id))
 
 
@@ -68,6 +71,9 @@ def format_table(rows: Sequence[Row]) -> str:
     with_container = any(row.job.container for row in rows)
     if with_container:
         header += ("CONTAINER",)
+    with_apps = any(row.apps for row in rows)
+    if with_apps:
+        header += ("APPS",)
     body = []
     for row in rows:
         d = row.as_dict()
@@ -76,6 +82,8 @@ def format_table(rows: Sequence[Row]) -> str:
                  d["endpoint"] or "-"]
         if with_container:
             cells.append(f"{d['container_runtime']}:{d['container']}" if "container" in d else "-")
+        if with_apps:
+            cells.append(",".join(row.apps) or "-")
         body.append(tuple(str(x) for x in cells))
     widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
     return "\n".join(

@@ -98,15 +98,26 @@ def test_format_json() -> None:
         {
             "job_id": "5", "name": "vscode-remote-cpu", "kind": "cpu", "profile": "default",
             "state": "PENDING", "reason": "Resources", "node": "", "time_left": "8:00:00",
-            "endpoint": None, "log": str(Path(folders.job_log("5"))),
+            "endpoint": None, "log": str(Path(folders.job_log("5"))), "apps": [],
         },
         {
             "job_id": "6", "name": "vscode-remote-gpu-development", "kind": "gpu",
             "profile": "development", "state": "RUNNING", "reason": "None", "node": "node01",
             "time_left": "3:59:10", "endpoint": "node01:23456", "log": str(Path(folders.job_log("6"))),
+            "apps": [],
         },
     ]
     assert remote.format_json([]) == "[]"
+
+
+def test_the_table_shows_the_apps_of_each_session() -> None:
+    rows = [TABLE_ROWS[0], Row(TABLE_ROWS[1].job, TABLE_ROWS[1].endpoint, ("lab", "tensorboard"))]
+    assert remote.format_table(rows).splitlines() == [
+        "JOBID  KIND  PROFILE      STATE               NODE    TIME_LEFT  ENDPOINT      APPS",
+        "5      cpu   default      PENDING(Resources)  -       8:00:00    -             -",
+        "6      gpu   development  RUNNING             node01  3:59:10    node01:23456  lab,tensorboard",
+    ]
+    assert json.loads(remote.format_json(rows))[1]["apps"] == ["lab", "tensorboard"]
 
 
 def test_sessions_joins_jobs_and_endpoints_sorted_by_id() -> None:
