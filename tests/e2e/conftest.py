@@ -8,6 +8,7 @@ These tests run as an unprivileged user (``scripts/test`` runs them as ``isuser`
 from __future__ import annotations
 
 import fcntl
+import getpass
 import hashlib
 import hmac
 import json
@@ -60,20 +61,25 @@ def cluster() -> None:
         pytest.skip(f"local Slurm cluster not usable: {problem}")
 
 
-def my_jobs() -> list[dict[str, str]]:
+def my_jobs(user: str = "") -> list[dict[str, str]]:
+    """The test user's jobs (or ``user``'s)."""
+    who = ["-u", user] if user else ["--me"]
     out = subprocess.run(
-        ["squeue", "--me", "-h", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, check=True
+        ["squeue", *who, "-h", "-o", "%i|%j|%T|%r"], capture_output=True, text=True, check=True
     ).stdout
     rows = [line.split("|") for line in out.splitlines() if line.strip()]
     return [dict(zip(("id", "name", "state", "reason"), r)) for r in rows]
 
 
-def cancel_all_and_wait(timeout: float = 60) -> None:
-    subprocess.run(["scancel", "--me"], check=False)
+def cancel_all_and_wait(timeout: float = 60, user: str = "") -> None:
+    """Cancel every job of the test user (or of ``user``, acted as through sudo) and wait."""
+    # `--user NAME`, not `--me`: scancel has `--me` only from Slurm 21.08 on.
+    subprocess.run([*(["sudo", "-n", "-u", user] if user else []), "scancel", "--user",
+                    user or getpass.getuser()], capture_output=True, check=False)
     deadline = time.monotonic() + timeout
-    while my_jobs():
+    while my_jobs(user):
         if time.monotonic() > deadline:
-            raise AssertionError(f"jobs did not leave the queue: {my_jobs()}")
+            raise AssertionError(f"jobs did not leave the queue: {my_jobs(user)}")
         time.sleep(0.5)
 
 
@@ -126,16 +132,26 @@ class Harness:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
 
-    def write_config(self, text: str) -> None:
-        path = self.home / "config" / "config.toml"
+    def write_file(self, path: Path, text: str) -> None:
+        """Write ``path`` (and its folders) as this harness's user."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
+    def read_file(self, path: Path) -> str:
+        """Read ``path`` as this harness's user."""
+        return path.read_text()
+
+    def write_config(self, text: str) -> None:
+        self.write_file(self.home / "config" / "config.toml", text)
+
     def write_profile(self, name: str, text: str) -> Path:
         path = self.home / "config" / "profiles" / f"{name}.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        self.write_file(path, text)
         return path
+
+    def job_log(self, job: str) -> str:
+        """The session log of ``job``."""
+        return self.read_file(self.home / "state" / "logs" / f"job-{job}.log")
 
 
 @pytest.fixture
@@ -159,6 +175,61 @@ def harness(cluster: None, tmp_path: Path) -> Iterator[Harness]:
     h = Harness(home, env, ssh_config)
     yield h
     cancel_all_and_wait()
+
+
+# ----------------------------------------------------------------------------------------------
+# The second, hostile user: ``isother``, in the lab group ``islab`` with the test user;
+# scripts/test lets the test user act as her through sudo.
+
+OTHER = "isother"
+
+
+def as_other(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sudo", "-n", "-u", OTHER, *argv], capture_output=True, text=True,
+                          **kw)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="module")
+def other_user() -> None:
+    if as_other("true").returncode != 0:
+        pytest.fail("cannot act as the second user isother (scripts/test sets up sudo for it)")
+
+
+@dataclass
+class OtherHarness(Harness):
+    """The second user's own set-up: her tool home (a 0700 folder of hers), ssh config and
+    host CA, her ``~/.ssh`` key; every command runs as her (sudo) with only ``env``."""
+
+    def run(self, argv: list[str], *, timeout: float = 120, check: bool = False,
+            **kw: object) -> subprocess.CompletedProcess[str]:
+        as_her = ["sudo", "-n", "-u", OTHER, "env", "-i", *(f"{k}={v}" for k, v in self.env.items())]
+        return super().run([*as_her, *argv], timeout=timeout, check=check, **kw)
+
+    def write_file(self, path: Path, text: str) -> None:
+        self.run(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", str(path)],
+                 input=text, check=True)
+
+    def read_file(self, path: Path) -> str:
+        return self.run(["cat", "--", str(path)], check=True).stdout
+
+
+@pytest.fixture
+def other_harness(cluster: None, other_user: None) -> Iterator[OtherHarness]:
+    """The second user with an interactive-slurm set-up of her own, to run her own sessions;
+    her jobs are cancelled before and after, and her tool home removed."""
+    cancel_all_and_wait(user=OTHER)
+    home = Path(as_other("mktemp", "-d", check=True).stdout.strip())
+    env = {"HOME": os.path.expanduser(f"~{OTHER}"), "USER": OTHER, "LOGNAME": OTHER,
+           "LANG": "C.UTF-8", "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+           "INTERACTIVE_SLURM_HOME": str(home)}
+    her = OtherHarness(home, env, home / "ssh_config")
+    try:
+        her.write_file(her.ssh_config, her.tool("ssh-config", "--no-multiplex").stdout)
+        yield her
+    finally:
+        cancel_all_and_wait(user=OTHER)
+        as_other("chmod", "-R", "u+w", str(home))  # unpacked images have read-only folders
+        as_other("rm", "-rf", str(home))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Harness, my_jobs
+from .conftest import OTHER, Harness, OtherHarness, as_other, my_jobs
 
 IMAGES = Path(os.environ.get("INTERACTIVE_SLURM_TEST_IMAGES", "/var/cache/interactive-slurm-tests"))
 SSHD_IMAGE = IMAGES / "sshd-image.tar"
@@ -47,6 +48,7 @@ def cache_entries(h: Harness) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock"))
 
 
+@pytest.mark.core
 def test_ssh_lands_inside_the_image_with_the_jobs_environment(images: Harness, tmp_path: Path) -> None:
     h = images
     h.write_profile("default", profile(SSHD_IMAGE))
@@ -99,59 +101,106 @@ def test_cpu_and_gpu_sessions_started_at_once_share_one_cache_entry(images: Harn
 LAB_GROUP = "islab"  # isuser and isother (scripts/test)
 
 
-def test_a_shared_image_cache_holds_the_entry_for_the_group(images: Harness) -> None:
-    h = images
-    lab = Path(tempfile.mkdtemp(prefix="is-lab-images-"))  # in /tmp: the other member can reach it
+@pytest.fixture
+def lab() -> Iterator[Path]:
+    """A lab's shared image cache: group-writable, setgid, sticky (as a lab's shared folder is
+    made), in /tmp so the other member can reach it; removed afterwards, her entries too."""
+    folder = Path(tempfile.mkdtemp(prefix="is-lab-images-"))
     try:
-        shutil.chown(lab, group=LAB_GROUP)
-        lab.chmod(0o3770)  # group-writable, setgid, sticky: as a lab's shared folder is made
-        h.write_config(f'image_cache = "{lab}"\n')
-        h.write_profile("default", profile(SSHD_IMAGE))
-        assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
-        [entry] = [p for p in lab.iterdir() if not p.name.endswith(".lock")]
-        assert (entry / "complete").exists() and ".tmp-" not in entry.name
-        for path in [entry, *entry.rglob("*")]:
-            if not path.is_symlink():
-                mode = path.lstat().st_mode
-                assert mode & 0o022 == 0 and mode & 0o040, path  # the group reads; no one else writes
-        assert not (h.home / "cache" / "images").exists()  # not in the user's own cache
-        # The other member runs the prepared image as it is, and cannot change it.
-        other = ["sudo", "-n", "-u", "isother"]
-        ran = subprocess.run([*other, "ch-run", str(entry / "image"), "--", "cat",
-                              "/etc/interactive-slurm-test-image"], capture_output=True, text=True)
-        assert "inside-test-image" in ran.stdout, ran.stderr
-        for target in (entry / "image" / "planted", entry / "complete"):
-            assert subprocess.run([*other, "touch", str(target)], capture_output=True).returncode != 0
-        assert subprocess.run([*other, "mv", str(entry), str(lab / "moved")],
-                              capture_output=True).returncode != 0  # the sticky bit
+        shutil.chown(folder, group=LAB_GROUP)
+        folder.chmod(0o3770)
+        yield folder
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(lab)], check=False)
-        shutil.rmtree(lab, ignore_errors=True)
+        subprocess.run(["chmod", "-R", "u+w", str(folder)], check=False)
+        hers = [str(p) for p in folder.iterdir() if p.owner() == OTHER]
+        if hers:
+            as_other("chmod", "-R", "u+w", *hers)
+            as_other("rm", "-rf", *hers)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_member_cannot_stand_in_for_an_image_she_cannot_read(images: Harness) -> None:
+def the_entry(lab: Path) -> Path:
+    """The one entry of the shared cache ``lab``."""
+    [entry] = [p for p in lab.iterdir() if not p.name.endswith(".lock")]
+    return entry
+
+
+def test_a_shared_image_cache_holds_the_entry_for_the_group(images: Harness, lab: Path) -> None:
+    h = images
+    h.write_config(f'image_cache = "{lab}"\n')
+    h.write_profile("default", profile(SSHD_IMAGE))
+    assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
+    entry = the_entry(lab)
+    assert (entry / "complete").exists() and ".tmp-" not in entry.name
+    for path in [entry, *entry.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.lstat().st_mode
+            assert mode & 0o022 == 0 and mode & 0o040, path  # the group reads; no one else writes
+    assert not (h.home / "cache" / "images").exists()  # not in the user's own cache
+    # The other member runs the prepared image as it is, and cannot change it.
+    ran = as_other("ch-run", str(entry / "image"), "--", "cat", "/etc/interactive-slurm-test-image")
+    assert "inside-test-image" in ran.stdout, ran.stderr
+    for target in (entry / "image" / "planted", entry / "complete"):
+        assert as_other("touch", str(target)).returncode != 0
+    assert as_other("mv", str(entry), str(lab / "moved")).returncode != 0  # the sticky bit
+
+
+def test_a_second_member_gets_a_session_from_the_entry_another_made(
+    images: Harness, lab: Path, other_harness: OtherHarness
+) -> None:
+    """Issue 17, item 3: with Charliecloud, the second member's session failed (`cannot make
+    the mount point /home/isother in the image ...: Permission denied`): her home's mount point
+    was to be made inside the user's entry, which only he can change. By design such an entry
+    sends her session to her own cache (imagecache.py, containers.Charliecloud.start_job): her
+    ssh lands in a copy of the image there, and the shared cache keeps only his entry."""
+    h, her = images, other_harness
+    for member in (h, her):
+        member.write_config(f'image_cache = "{lab}"\n')
+        member.write_profile("default", profile(SSHD_IMAGE))
+    assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
+    entry = the_entry(lab)
+    assert entry.owner() == "isuser" and (entry / "complete").exists()
+
+    # Her session, while his runs; the root mount of her command is the image it runs in.
+    out = her.ssh("slurm-cpu", f"{MARKER}; id -un; echo JOB=$SLURM_JOB_ID; grep ^ID= "
+                  "/etc/os-release; awk '$5 == \"/\" {print $4; exit}' /proc/self/mountinfo")
+    [her_job] = my_jobs(OTHER)
+    mine = her.home / "cache" / "images" / entry.name  # the same key: the same image content
+    fs = next(p for p in [mine, *mine.parents] if os.path.ismount(p))  # mountinfo's root is
+    assert out.stdout.splitlines() == [                                  # relative to its fs
+        "inside-test-image", OTHER, f"JOB={her_job['id']}", "ID=debian",
+        f"/{(mine / 'image').relative_to(fs)}",
+    ]
+    assert not Path("/etc/interactive-slurm-test-image").exists()  # ran in the image, not here
+    log = her.job_log(her_job["id"])
+    assert (f"cannot make the mount point {Path(her.env['HOME'])} in the image {entry}/image: "
+            "Permission denied; preparing the image in your own cache instead") in log, log
+    assert f"(once; cached in {her.home / 'cache' / 'images'})" in log, log
+    # The shared cache is as he left it: his entry, nothing of hers; his session still serves.
+    assert the_entry(lab) == entry and [p for p in lab.iterdir() if p.owner() == OTHER] == []
+    assert "inside-test-image" in h.ssh("slurm-cpu", MARKER).stdout
+    assert len(my_jobs()) == 1
+
+
+def test_a_member_cannot_stand_in_for_an_image_she_cannot_read(images: Harness, lab: Path) -> None:
     """Issue 17, item 3: the user's 0600 image file (its path shows in squeue's comment). The
     other member plants an entry in the shared cache under the key that path, size and mtime
     gave; the user's session names the entry by the file's content, which she cannot read, so
     it never uses hers."""
     h = images
-    lab = Path(tempfile.mkdtemp(prefix="is-lab-images-"))
     private = Path(tempfile.mkdtemp(prefix="is-private-image-"))
-    other = ["sudo", "-n", "-u", "isother"]
     try:
-        shutil.chown(lab, group=LAB_GROUP)
-        lab.chmod(0o3770)
         image = private / "mine.tar"
         shutil.copyfile(SSHD_IMAGE, image)
         image.chmod(0o600)
-        assert subprocess.run([*other, "cat", str(image)], capture_output=True).returncode != 0
+        assert as_other("cat", str(image)).returncode != 0
         st = image.stat()
         old_key = "charliecloud-" + hashlib.sha256(
             f"charliecloud\0{image}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
         plant = (f"set -e; umask 022; mkdir -p {lab}/{old_key}/image/etc; "
                  f"echo planted-by-isother > {lab}/{old_key}/image/etc/interactive-slurm-test-image; "
                  f"echo {image} > {lab}/{old_key}/source; touch {lab}/{old_key}/complete")
-        assert subprocess.run([*other, "sh", "-c", plant], capture_output=True).returncode == 0
+        assert as_other("sh", "-c", plant).returncode == 0
         h.write_config(f'image_cache = "{lab}"\n')
         h.write_profile("default", profile(image))
         out = h.ssh("slurm-cpu", MARKER).stdout
@@ -159,10 +208,6 @@ def test_a_member_cannot_stand_in_for_an_image_she_cannot_read(images: Harness) 
         entries = [p.name for p in lab.iterdir() if not p.name.endswith(".lock")]
         assert old_key in entries and len(entries) == 2  # hers stays unused beside the real one
     finally:
-        subprocess.run(["chmod", "-R", "u+w", str(lab)], check=False)
-        subprocess.run([*other, "rm", "-rf", *[str(p) for p in lab.iterdir()
-                                               if p.owner() == "isother"]], check=False)
-        shutil.rmtree(lab, ignore_errors=True)
         shutil.rmtree(private, ignore_errors=True)
 
 

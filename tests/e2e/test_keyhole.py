@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REMOTE, Harness, my_jobs, wait_for
-from .test_security import OTHER, as_other, endpoint_of, kill_session_hard, other_user  # noqa: F401
+from interactive_slurm.node.gate import MAX_PENDING
+
+from .conftest import OTHER, REMOTE, Harness, as_other, my_jobs, wait_for
+from .test_security import endpoint_of, kill_session_hard
 
 HOLDER = textwrap.dedent("""
     # isother: hold N idle connections to a port (a pre-auth flood), reopening any that close.
@@ -43,6 +45,74 @@ HOLDER = textwrap.dedent("""
                 pass
             except OSError:
                 c.close()
+""")
+
+CHURN = textwrap.dedent("""
+    # isother: hold as many unproven connections as the session's gate holds; then, round after
+    # round: open a few more (the gate drops as many of its oldest to admit them, and the next
+    # accepts get their fds), send a byte at once on the oldest ones (readiness events that the
+    # next select() returns after the listener's, for fds that are new connections' by the time
+    # they are handled), then a byte on many young ones (work that keeps the session busy while
+    # the next round's events queue up). A byte is never a whole proof, so none is dropped for
+    # it. At SIGTERM: how many the session closed before their 3 s deadline, of how many.
+    import collections, errno, resource, selectors, signal, socket, sys, time
+    host, port = sys.argv[1], int(sys.argv[2])
+    hold, burst, busy = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    sel = selectors.DefaultSelector()
+    live = collections.OrderedDict()  # connection: [opened at, bytes got, bytes sent]; oldest first
+    opened = dropped = 0
+    def connect():
+        global opened
+        conn = socket.socket()
+        conn.setblocking(False)
+        if conn.connect_ex((host, port)) not in (0, errno.EINPROGRESS):
+            conn.close()
+            return False
+        sel.register(conn, selectors.EVENT_READ)
+        live[conn] = [time.monotonic(), 0, 0]
+        opened += 1
+        return True
+    def poke(conns):
+        for conn in conns:
+            state = live[conn]
+            if state[1] and state[2] < 60:  # accepted (the HELLO came); a proof is 64 bytes
+                try:
+                    conn.send(b"x")
+                except OSError:
+                    continue
+                state[2] += 1
+    print("flooding", flush=True)
+    while not stopping:
+        for key, _ in sel.select(0):
+            conn = key.fileobj
+            try:
+                data = conn.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data:
+                live[conn][1] += len(data)
+                continue
+            dropped += time.monotonic() - live[conn][0] < 2.5
+            sel.unregister(conn)
+            conn.close()
+            del live[conn]
+        if sum(1 for state in live.values() if not state[1]) > burst:
+            time.sleep(0.0005)  # not accepted yet: never more than a burst in the backlog
+            continue
+        while len(live) < hold and connect():
+            pass
+        held = list(live)
+        for _ in range(burst):
+            connect()
+        poke(held[:2 * burst])
+        poke(held[-busy:])
+    print(f"dropped {dropped} of {opened}", flush=True)
 """)
 
 RELAYS = textwrap.dedent("""
@@ -105,7 +175,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_other_family_squat_never_publishes_behind_a_relay(harness: Harness,
-                                                           other_user: None) -> None:  # noqa: F811
+                                                           other_user: None) -> None:
     low = 21000 + os.getpid() % 500 * 2 * 8
     squatted = [str(p) for p in range(low, low + 7)]
     free = low + 7
@@ -123,7 +193,7 @@ def test_other_family_squat_never_publishes_behind_a_relay(harness: Harness,
 
 
 def test_idle_flood_leaves_the_owner_connecting(harness: Harness,
-                                                other_user: None) -> None:  # noqa: F811
+                                                other_user: None) -> None:
     job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
     ep = endpoint_of(harness)
     flood = start_as_other(HOLDER, "127.0.0.1", str(ep["port"]), "300", "40")
@@ -137,8 +207,44 @@ def test_idle_flood_leaves_the_owner_connecting(harness: Harness,
         stop(flood)
 
 
+def test_flood_past_the_gate_limit_never_closes_an_honest_connection(
+    harness: Harness, other_user: None
+) -> None:
+    """Issue 17, item 4: beyond MAX_PENDING unproven connections the gate drops the oldest,
+    and the next accept may get its fd; a readiness event of the dropped connection from the
+    same select() batch used to read the new socket, get EAGAIN and close it: the owner's proxy
+    took its session for stale. isother keeps the gate over its limit and stirs the connections
+    it is about to drop (CHURN); each of the owner's connections gets through at once, to the
+    same job."""
+    honest = 40
+    job = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID").stdout.strip()
+    ep = endpoint_of(harness)
+    flood = start_as_other(CHURN, "127.0.0.1", str(ep["port"]), str(MAX_PENDING), "8", "200")
+    results: list[tuple[int, str, bool, bool]] = []
+    stderr: list[str] = []
+    try:
+        time.sleep(3)  # the gate is full and dropping
+        for _ in range(honest):
+            start = time.monotonic()
+            result = harness.ssh("slurm-cpu", "echo $SLURM_JOB_ID", check=False, timeout=60)
+            # A closed connection shows as a stale record, dropped; the slow path then waits
+            # for the session to publish it again.
+            results.append((result.returncode, result.stdout.strip(),
+                            "dropped the stale record" in result.stderr,
+                            time.monotonic() - start < 10))
+            stderr.append(result.stderr)
+    finally:
+        stop(flood)
+    assert flood.stdout is not None
+    report = flood.stdout.read().decode()
+    assert results == [(0, job, False, True)] * honest, (report, stderr)
+    # Closed before the deadline, never having sent a whole proof: dropped for room.
+    assert int(report.split()[1]) > 2 * MAX_PENDING, report
+    assert [j["id"] for j in my_jobs()] == [job]
+
+
 def test_silent_listener_on_a_stale_port_recovers_in_the_same_connect(
-    harness: Harness, other_user: None  # noqa: F811
+    harness: Harness, other_user: None
 ) -> None:
     harness.ssh("slurm-cpu", "true")
     ep = endpoint_of(harness)
@@ -155,7 +261,7 @@ def test_silent_listener_on_a_stale_port_recovers_in_the_same_connect(
 
 
 def test_impostor_sshd_on_a_stale_port_gets_nothing_and_the_connect_recovers(
-    harness: Harness, other_user: None  # noqa: F811
+    harness: Harness, other_user: None
 ) -> None:
     harness.ssh("slurm-cpu", "true")
     ep = endpoint_of(harness)

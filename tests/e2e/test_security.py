@@ -1,6 +1,6 @@
 """Issue 4: strict host keys, port takeover, a second user, injection. Real Slurm and OpenSSH.
 
-The second user is ``isother``; ``scripts/test`` lets the test user run commands as it with sudo.
+The second user is ``isother`` (``as_other`` and ``other_user`` in conftest.py).
 """
 
 from __future__ import annotations
@@ -17,20 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REMOTE, TOOL, Harness, my_jobs, wait_for
-
-OTHER = "isother"
-
-
-def as_other(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sudo", "-n", "-u", OTHER, *argv], capture_output=True, text=True,
-                          **kw)  # type: ignore[call-overload]
-
-
-@pytest.fixture(scope="module")
-def other_user() -> None:
-    if as_other("true").returncode != 0:
-        pytest.fail("cannot act as the second user isother (scripts/test sets up sudo for it)")
+from .conftest import OTHER, REMOTE, TOOL, Harness, as_other, my_jobs, wait_for
 
 
 def endpoint_of(h: Harness) -> dict[str, object]:

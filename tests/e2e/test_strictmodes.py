@@ -1,5 +1,5 @@
 """Issue 12 (StrictModes, isolation, temp dirs) and issue 8 (corrupt files, a full disk), on the
-real local cluster. The hostile second user is ``isother`` (see test_security.py)."""
+real local cluster. The hostile second user is ``isother`` (see conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from unit.modes import writable_by_others
 
-from .conftest import REQUIRED, TOOL, Harness, my_jobs, wait_for
-from .test_security import as_other, endpoint_of, kill_session_hard, other_user  # noqa: F401
+from .conftest import REQUIRED, TOOL, Harness, as_other, my_jobs, wait_for
+from .test_security import endpoint_of, kill_session_hard
 
 OTHER_USER = pytest.mark.usefixtures("other_user")
 
