@@ -97,7 +97,10 @@ def named(profs: Sequence[profiles.Profile]) -> list[Named]:
             if p.resources(kind).account or p.resources(kind).qos]
 
 
-def _set(n: Named, key: str, value: str) -> str:
+def _set(n: Named, key: str, values: Sequence[str]) -> str:
+    """The ``profiles set`` command for ``key``: the one value there is, pasteable; a choice of
+    several; with none, the key removed."""
+    value = values[0] if len(values) == 1 else f"<one of {', '.join(values)}>" if values else ""
     return f"interactive-slurm profiles set {n.profile} {n.kind}.{key}={value}"
 
 
@@ -125,8 +128,7 @@ def judge(acct: Accounting, assocs: Sequence[Association], wanted: Sequence[Name
         problems, fixes = [], []
         if n.account and n.account not in accounts:
             problems.append(f"account {n.account} is not one of yours ({have})")
-            fixes.append(_set(n, "account", accounts[0] if len(accounts) == 1 else
-                              f"<one of {have}>" if accounts else ""))
+            fixes.append(_set(n, "account", accounts))
         if n.qos:
             pool = [a for a in assocs if a.account == n.account] if n.account else list(assocs)
             allowed = sorted({q for a in pool for q in a.qos})
@@ -134,7 +136,7 @@ def judge(acct: Accounting, assocs: Sequence[Association], wanted: Sequence[Name
                 whose = f"account {n.account}" if n.account else "your accounts"
                 problems.append(f"QOS {n.qos} is not allowed for {whose} "
                                 f"({', '.join(allowed) or 'none'})")
-                fixes.append(_set(n, "qos", f"<one of {', '.join(allowed)}>" if allowed else ""))
+                fixes.append(_set(n, "qos", allowed))
         if problems:
             out.append(report(f"{NAME} {n.profile} [{n.kind}]", "; ".join(problems),
                               "; ".join(fixes) + f" (`sacctmgr show assoc user={user}` lists "

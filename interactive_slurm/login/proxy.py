@@ -115,10 +115,27 @@ def submit(runner: Runner, req: Request, res: profiles.Resources) -> str:
     try:
         return slurm.submit(runner, argv, script)
     except SubmitRefused as exc:
-        raise ProxyError(
-            f"Slurm refused a {req.kind} session of profile {req.profile}: {exc.reason}; change "
-            f"{exc.key} in the profile (`interactive-slurm profiles {req.profile}` shows it, "
-            f"`interactive-slurm profiles set {req.profile} KEY=VALUE` changes it)") from exc
+        raise ProxyError(refusal_message(req, res, exc)) from exc
+
+
+#: Profile keys whose valid values Slurm's accounting decides, and where the user sees them.
+_ACCOUNTING_KEYS = ("account", "qos")
+
+
+def refusal_message(req: Request, res: profiles.Resources, exc: SubmitRefused) -> str:
+    """One line for a request sbatch refused: Slurm's reason, the profile key(s) by their
+    ``profiles set`` names (``cpu.account``), the value the profile gave, and how to change it."""
+    keys = [k for k in exc.key.replace(" or ", ", ").split(", ") if k]
+    dotted = [f"{req.kind}.{k}" for k in keys]
+    named = dotted[0] if len(dotted) == 1 else f"{', '.join(dotted[:-1])} or {dotted[-1]}"
+    value = getattr(res, keys[0], None) if len(keys) == 1 else None
+    now = f" (now {value})" if value not in (None, "") else ""
+    setting = dotted[0] if len(dotted) == 1 else f"{req.kind}.KEY"
+    lists = ("; `sacctmgr show assoc user=$USER format=account,qos` lists the accounts and QOS "
+             "you have") if any(k in _ACCOUNTING_KEYS for k in keys) else ""
+    return (f"Slurm refused a {req.kind} session of profile {req.profile}: {exc.reason}; change "
+            f"{named}{now} in the profile (`interactive-slurm profiles {req.profile}` shows it, "
+            f"`interactive-slurm profiles set {req.profile} {setting}=VALUE` changes it{lists})")
 
 
 def acquire(
@@ -257,7 +274,8 @@ class Waiter:
         self.buffered = b""
         self.last_job: slurm.Job | None = job
         self.seen = waiting.Seen(answers=int(job is not None))  # wait() begins it
-        self.checked_reason = ""
+        # The pending reason of the last answer ("": none); acquire's answer counts.
+        self.last_reason = job.reason if job is not None and job.pending else ""
         self.status = describe_state(job) if job is not None else ""
 
     def _watch(self, seconds: float) -> None:
@@ -305,9 +323,9 @@ class Waiter:
                 f"job {self.job_id} ended {job.state}{reason} before its session was "
                 f"ready{failure(self.job_id)}; see {Path(folders.job_log(self.job_id))}"
             )
-        if job.pending and job.reason != self.checked_reason:
-            self.checked_reason = job.reason
-            key = slurm.hopeless(job.reason)
+        previous, self.last_reason = self.last_reason, job.reason if job.pending else ""
+        if job.pending:
+            key = slurm.hopeless_settled(job.reason, previous)
             if key:
                 raise ProxyError(
                     f"job {self.job_id} will not start: Slurm holds it for {job.reason} (profile "
@@ -315,7 +333,8 @@ class Waiter:
                     f"{job.partition or '(default)'} or your account allows); change {key} in "
                     "the profile (`interactive-slurm profiles` shows them)"
                 )
-            if job.reason.startswith(waiting.NODE_REASONS) and job.partition:
+            if job.reason != previous and job.reason.startswith(waiting.NODE_REASONS) \
+                    and job.partition:
                 self._check_nodes(job)
         self.status = describe_state(job)
         self.seen = self.seen.answer(held=job.pending and job.reason in waiting.HELD_REASONS)

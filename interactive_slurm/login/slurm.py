@@ -291,6 +291,14 @@ def hopeless(reason: str) -> str | None:
     return HOPELESS_REASONS.get(reason.split(",")[0].strip())
 
 
+def hopeless_settled(reason: str, previous: str) -> str | None:
+    """:func:`hopeless` once two answers in a row gave ``reason`` (``previous``: the reason of
+    the answer before). Slurm may name a passing reason before its scheduler settles: 20.11
+    shows a job over the partition's time limit as PartitionConfig for a moment, then
+    PartitionTimeLimit; acting on the first would name the wrong profile key."""
+    return hopeless(reason) if reason == previous else None
+
+
 def submit(runner: Runner, argv: Sequence[str], script: str) -> str:
     """sbatch ``script``; the job id. :class:`SubmitRefused` (one line: Slurm's reason and the
     key) for a request Slurm will never run; SlurmError quoting sbatch for anything else."""

@@ -192,6 +192,11 @@ class Runtime:
         """The command that makes the runnable image at ``dest`` from ``image``."""
         raise NotImplementedError
 
+    def build(self, runner: Runner, image: str, dest: Path, timeout: float) -> None:
+        """Make the runnable image at ``dest`` (a path that does not exist yet, in an empty
+        folder of the cache) from ``image``."""
+        runner.run(self.build_argv(image, dest), timeout=timeout)
+
     # -- per job ----------------------------------------------------------------------------------
 
     def start_job(self, runner: Runner, runnable: Path, needs: Needs) -> str:
@@ -274,16 +279,19 @@ class Singularity(Apptainer):
 
 class Charliecloud(Runtime):
     """Charliecloud (``ch-run``, unprivileged): a directory image in place; a tarball or SquashFS
-    file unpacked once into the cache (``ch-convert``)."""
+    file unpacked once into the cache (``ch-convert``; before Charliecloud 0.26, which has none,
+    a tarball with ``ch-tar2dir``: Debian 11 ships 0.21)."""
 
     name = "charliecloud"
     binaries = ("ch-run",)
-    ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".sqfs", ".squashfs")
+    TARBALLS = (".tar.gz", ".tgz", ".tar.xz", ".tar")  # longest first: the name ch-tar2dir makes
+    ARCHIVES = (*TARBALLS, ".sqfs", ".squashfs")
 
     def __init__(self, binary: str | None = None) -> None:
         super().__init__(binary)
         folder = os.path.dirname(self.binary)
         self.convert = os.path.join(folder, "ch-convert") if folder else "ch-convert"
+        self.tar2dir = os.path.join(folder, "ch-tar2dir") if folder else "ch-tar2dir"
 
     def needs_build(self, image: str) -> bool:
         if is_reference(image):
@@ -300,6 +308,27 @@ class Charliecloud(Runtime):
 
     def build_argv(self, image: str, dest: Path) -> list[str]:
         return [self.convert, "-o", "dir", image, str(dest)]
+
+    def build(self, runner: Runner, image: str, dest: Path, timeout: float) -> None:
+        if shutil.which(self.convert) or not shutil.which(self.tar2dir):
+            super().build(runner, image, dest, timeout)
+            return
+        # No ch-convert (Charliecloud before 0.26): `ch-tar2dir TARBALL DIR` unpacks into
+        # DIR/NAME, NAME being the tarball's name without its extension.
+        ext = next((e for e in self.TARBALLS if image.endswith(e)), "")
+        if not ext:
+            raise SessionError(
+                f"this Charliecloud has no ch-convert (0.26 and later have it), and its "
+                f"{self.tar2dir} unpacks only tarballs ({', '.join(self.TARBALLS)}), not {image}: "
+                "load a newer Charliecloud, or unpack the image into a directory and give that"
+            )
+        runner.run([self.tar2dir, image, str(dest.parent)], timeout=timeout)
+        made = dest.parent / os.path.basename(image)[:-len(ext)]
+        try:
+            os.rename(made, dest)
+        except OSError as exc:
+            raise SessionError(f"{self.tar2dir} did not unpack {image} into {made}: "
+                               f"{exc.strerror or exc}") from exc
 
     def start_job(self, runner: Runner, runnable: Path, needs: Needs) -> str:
         # A read-only image cannot get mount points at run time: make them in the image.
@@ -449,7 +478,7 @@ def resolve_image(runner: Runner, runtime: Runtime, image: str, cache: ImageCach
     def build(dest: Path) -> None:
         log(f"preparing {image} with {runtime.name} (once; cached in {cache.root})")
         try:
-            runner.run(runtime.build_argv(image, dest), timeout=IMPORT_TIMEOUT)
+            runtime.build(runner, image, dest, IMPORT_TIMEOUT)
         except CommandError as exc:
             raise SessionError(f"could not prepare container image {image} with {runtime.name}: "
                                f"{exc}") from exc

@@ -10,7 +10,12 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from .conftest import Harness, my_jobs
+
+# Every test here is a core test (pyproject.toml: `pytest -m core`, scripts/chroot-cluster).
+pytestmark = pytest.mark.core
 
 
 def job_of(h: Harness, host: str = "slurm-cpu") -> str:

@@ -4,8 +4,10 @@ fails nothing.
 
 Login-node side (``harness``): a profile over the short partition's MaxTime or over the node's
 CPUs/GPUs, a partition that does not exist, no Slurm on PATH, a stale record, a record whose
-port is refused (``--job``), a group-writable state folder, a profile's account on a cluster
-without accounting (no slurmdbd: Slurm checks none). ``--job`` for real: a short job started,
+port is refused (``--job``), a group-writable state folder, an account and a QOS the user lacks
+(the local cluster keeps accounting in slurmdbd and enforces it: ``associations,qos``; isuser's
+one account is ``lab``, the account ``other`` and the QOS ``high`` exist but are not hers), also
+through a real ``ssh slurm-cpu`` that Slurm refuses at submit. ``--job`` for real: a short job started,
 checked from the login node and on its node through an ``srun --overlap`` step, and cancelled
 (squeue shows it gone, scontrol shows it CANCELLED); a running session used instead of a new
 job; a profile naming a container runtime the node lacks. A real ``ssh slurm-cpu`` whose proxy
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -73,6 +76,7 @@ def test_a_healthy_login_node_fails_nothing_and_starts_no_job(harness: Harness) 
     assert line(lines, "ok   default partition: debug: State=UP")
     assert line(lines, "ok   profile default [cpu]: fits partition debug")
     assert line(lines, "ok   profile default [gpu]: fits partition debug")
+    assert line(lines, "ok   accounts: ") == ACCOUNTS_OK
     assert line(lines, "ok   home space: ")
     assert my_jobs() == []
     data = json.loads(harness.run([str(TOOL), "doctor", "--json"], check=True).stdout)
@@ -233,18 +237,98 @@ def test_a_profile_whose_container_runtime_the_node_lacks(harness: Harness) -> N
     gone_and_cancelled(session.split()[3])
 
 
-def test_accounts_where_slurm_keeps_no_accounting(harness: Harness) -> None:
-    """The test cluster has no slurmdbd: Slurm accepts any account, and doctor says so once."""
-    harness.write_profile("mylab", 'description = "an account"\naccount = "nosuchaccount"\n'
-                          '[cpu]\ntime = "01:00:00"\ncpus = 1\nmem = "1G"\n'
-                          '[gpu]\ntime = "01:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+# --- accounts and QOS: Slurm keeps accounting (slurmdbd) and enforces it ------------------------
+
+ACCOUNTS_OK = ("ok   accounts: Slurm keeps accounting here (AccountingStorageType=accounting_storage/"
+               "slurmdbd, AccountingStorageEnforce=associations,qos); your accounts: lab")
+SMALL = ('[cpu]\ntime = "01:00:00"\ncpus = 1\nmem = "1G"\n'
+         '[gpu]\ntime = "01:00:00"\ngpus = 1\ncpus = 1\nmem = "1G"\n')
+WHERE = "(`sacctmgr show assoc user=isuser` lists yours; your admins add others)"
+
+
+def slurm_refuses(*args: str) -> str:
+    """sbatch's refusal of a job with ``args`` (``--test-only``: it submits nothing)."""
+    result = subprocess.run(["sbatch", "--test-only", *args, "--wrap", "true"],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0, result.stderr
+    return result.stderr
+
+
+def test_an_account_the_user_lacks_fails_naming_the_key_and_her_accounts(harness: Harness) -> None:
+    harness.write_profile("mylab", f'description = "not my account"\naccount = "other"\n{SMALL}')
+    harness.write_profile("typo", f'description = "no such account"\naccount = "nosuch"\n{SMALL}')
+    # Slurm itself refuses both: the account other exists but is not isuser's; nosuch does not.
+    assert "Invalid account or account/partition combination specified" in slurm_refuses(
+        "--account=other")
+    assert "Invalid account" in slurm_refuses("--account=nosuch")
+    code, lines = doctor(harness, "--profile", "mylab")
+    assert code == 1, "\n".join(lines)
+    assert line(lines, "ok   accounts: ") == ACCOUNTS_OK
+    for kind in ("cpu", "gpu"):
+        assert line(lines, f"FAIL accounts mylab [{kind}]: ") == (
+            f"FAIL accounts mylab [{kind}]: account other is not one of yours (lab) — fix: "
+            f"interactive-slurm profiles set mylab {kind}.account=lab {WHERE}")
+    # A profile not in use only warns.
+    assert line(lines, "warn accounts typo [cpu]: ") == (
+        "warn accounts typo [cpu]: account nosuch is not one of yours (lab) — fix: "
+        f"interactive-slurm profiles set typo cpu.account=lab {WHERE}")
+    # The fix doctor names is one Slurm takes.
+    harness.tool("profiles", "set", "mylab", "cpu.account=lab", "gpu.account=lab")
     code, lines = doctor(harness, "--profile", "mylab")
     assert code == 0, "\n".join(lines)
-    assert line(lines, "ok   accounts: ") == (
-        "ok   accounts: Slurm keeps no accounting here (AccountingStorageType=accounting_storage/"
-        "none), so it checks no account or QOS: passed on unchecked: profile mylab [cpu] "
-        "account=nosuchaccount; profile mylab [gpu] account=nosuchaccount")
-    assert not [x for x in lines if x.startswith("ok   accounts ")]  # one line, no per-profile
+    assert line(lines, "ok   accounts mylab [cpu]: ") == "ok   accounts mylab [cpu]: account lab: yours"
+    assert "Invalid account" not in subprocess.run(
+        ["sbatch", "--test-only", "--account=lab", "--wrap", "true"], capture_output=True,
+        text=True, timeout=60, check=True).stderr
+    assert my_jobs() == []
+
+
+def test_a_qos_the_user_lacks_fails_naming_the_key_and_her_qos(harness: Harness) -> None:
+    harness.write_profile("fast", f'description = "a QOS I lack"\nqos = "high"\n{SMALL}')
+    assert "Invalid qos specification" in slurm_refuses("--qos=high")
+    code, lines = doctor(harness, "--profile", "fast")
+    assert code == 1, "\n".join(lines)
+    assert line(lines, "FAIL accounts fast [gpu]: ") == (
+        "FAIL accounts fast [gpu]: QOS high is not allowed for your accounts (normal) — fix: "
+        f"interactive-slurm profiles set fast gpu.qos=normal {WHERE}")
+    # Naming the account too: the QOS that account allows.
+    harness.write_profile("fast", f'account = "lab"\nqos = "high"\n{SMALL}')
+    code, lines = doctor(harness, "--profile", "fast")
+    assert code == 1
+    assert line(lines, "FAIL accounts fast [cpu]: ").startswith(
+        "FAIL accounts fast [cpu]: QOS high is not allowed for account lab (normal) — fix: "
+        "interactive-slurm profiles set fast cpu.qos=normal ")
+    assert my_jobs() == []
+
+
+REFUSED = ("error: Slurm refused a cpu session of profile {profile}: {reason}; change cpu.{key} "
+           "(now {value}) in the profile (`interactive-slurm profiles {profile}` shows it, "
+           "`interactive-slurm profiles set {profile} cpu.{key}=VALUE` changes it; `sacctmgr show "
+           "assoc user=$USER format=account,qos` lists the accounts and QOS you have)")
+
+
+def test_ssh_with_an_account_the_user_lacks_is_refused_at_submit_naming_the_key(
+        harness: Harness) -> None:
+    """What `ssh slurm-cpu` does for real with a profile naming an account that is not the
+    user's: sbatch refuses it at once (no job, no waiting), in one line naming cpu.account."""
+    harness.write_profile("mylab", f'account = "other"\n{SMALL}')
+    harness.write_config('default_profile = "mylab"\n')
+    result = harness.ssh("slurm-cpu", "true", check=False, timeout=60)
+    assert result.returncode == 255 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    errors = [x for x in lines if x.startswith("error: ")]
+    assert errors == [REFUSED.format(
+        profile="mylab", key="account", value="other",
+        reason="Invalid account or account/partition combination specified")], result.stderr
+    assert lines[lines.index(errors[0]) + 1] == HINT
+    assert "sbatch: error" not in result.stderr
+    assert my_jobs() == []
+    # The same for a QOS, through the ProxyCommand itself.
+    harness.write_profile("fast", f'qos = "high"\n{SMALL}')
+    proxy = harness.tool("proxy", "cpu", "--profile", "fast", check=False)
+    assert proxy.returncode == 1 and proxy.stdout == ""
+    assert [x for x in proxy.stderr.splitlines() if x.startswith("error: ")] == [REFUSED.format(
+        profile="fast", key="qos", value="high", reason="Invalid qos specification")]
     assert my_jobs() == []
 
 
@@ -381,3 +465,19 @@ def test_a_port_a_firewall_blocks_is_found_and_the_transport_named(
     finally:
         fault("firewall-off")
     assert my_jobs() == []
+
+
+def test_terminals_on_a_devpts_without_the_tty_group(harness: Harness) -> None:
+    """The node's terminal check, made to fail for real: inside the job, a user and mount
+    namespace mounts its own devpts without ``gid=`` (as a compute node's can be), and doctor's
+    node side (what ``--job`` runs in its srun step) finds a new terminal outside group tty."""
+    harness.ssh("slurm-cpu", "true")
+    script = ("mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /dev/pts && "
+              "mount --bind /dev/pts/ptmx /dev/ptmx && "
+              f"exec {TOOL} doctor --in-job --json --profile default")
+    result = harness.ssh("slurm-cpu", f"unshare -Urm sh -c {shlex.quote(script)}", check=False)
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    terminals = checks["terminals"]
+    assert terminals["status"] == "fail", terminals
+    assert "not to the tty group" in terminals["saw"] and "(no gid= option)" in terminals["saw"]
+    assert "gid=5,mode=620" in terminals["fix"], terminals

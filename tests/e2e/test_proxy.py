@@ -21,6 +21,7 @@ def read_banner(proc: subprocess.Popen[bytes]) -> bytes:
     return proc.stdout.readline()
 
 
+@pytest.mark.core
 def test_stdout_carries_only_ssh_bytes_on_slow_and_fast_path(harness: Harness) -> None:
     for _ in ("slow", "fast"):
         proc = harness.proxy("cpu")
@@ -46,6 +47,7 @@ def held_proxy(harness: Harness, *args: str) -> tuple[subprocess.Popen[bytes], s
     return proc, job[0]["id"]
 
 
+@pytest.mark.core
 def test_job_cancelled_while_waiting_fails_with_the_reason(harness: Harness) -> None:
     proc, job_id = held_proxy(harness)
     time.sleep(1.5)  # let the proxy show its progress line
@@ -61,6 +63,7 @@ def test_job_cancelled_while_waiting_fails_with_the_reason(harness: Harness) -> 
     assert f"job-{job_id}.log" in text
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE", "stdin-closed"])
 def test_abort_while_pending_cancels_the_submitted_job(harness: Harness, how: str) -> None:
     proc, job_id = held_proxy(harness)
@@ -75,6 +78,7 @@ def test_abort_while_pending_cancels_the_submitted_job(harness: Harness, how: st
     wait_for(lambda: not my_jobs(), 30, "the pending job to leave the queue")
 
 
+@pytest.mark.core
 def test_abort_never_cancels_a_job_it_did_not_submit(harness: Harness) -> None:
     first, job_id = held_proxy(harness)
     second = harness.proxy("cpu", "--profile", "later")  # reuses the pending job
@@ -128,6 +132,7 @@ def test_bad_profile_is_a_clear_error_and_submits_nothing(harness: Harness) -> N
     assert my_jobs() == []
 
 
+@pytest.mark.core
 def test_a_partition_that_does_not_exist_is_one_line_naming_the_key(harness: Harness) -> None:
     """Issue 20, item 5: two raw `sbatch: error` lines, then ssh's kex_exchange_identification."""
     harness.write_profile("nopart", 'partition = "nosuchpartition"\n[cpu]\ntime = "1:00:00"\n'
@@ -137,12 +142,14 @@ def test_a_partition_that_does_not_exist_is_one_line_naming_the_key(harness: Har
     assert result.returncode == 1 and result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: Slurm refused a cpu session of profile nopart: Invalid partition name "
-                      "specified; change partition in the profile (`interactive-slurm profiles "
-                      "nopart` shows it, `interactive-slurm profiles set nopart KEY=VALUE` changes it)"]
+                      "specified; change cpu.partition (now nosuchpartition) in the profile "
+                      "(`interactive-slurm profiles nopart` shows it, `interactive-slurm profiles "
+                      "set nopart cpu.partition=VALUE` changes it)"]
     assert "sbatch: error" not in result.stderr
     assert my_jobs() == []
 
 
+@pytest.mark.core
 def test_a_job_the_partition_will_never_start_fails_at_once_and_is_cancelled(harness: Harness) -> None:
     """Issue 20, item 6: a profile asking for more time than its partition allows waited until
     wait_timeout (30 min) with one unchanging line."""

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from .conftest import REMOTE, Harness, my_jobs, wait_for
+
+# Every test here is a core test (pyproject.toml: `pytest -m core`, scripts/chroot-cluster).
+pytestmark = pytest.mark.core
 
 
 def test_list_shows_the_session_with_its_endpoint(harness: Harness) -> None:

@@ -10,6 +10,15 @@ import pytest
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 UPDATE_ENV = "UPDATE_GOLDEN"
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every unit test is a core test (`pytest -m core`): with the core end-to-end tests they
+    also run on the oldest and the newest Python tested (scripts/chroot-cluster: 3.9, 3.13)."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.core)
 
 
 @pytest.fixture(autouse=True)

@@ -114,6 +114,49 @@ def test_charliecloud_argv(tmp_path: Path) -> None:
     assert rt.needs_build("/img/a.sqfs") and not rt.needs_build(str(tmp_path))
 
 
+def charliecloud_in(folder: Path, *tools: str) -> Charliecloud:
+    """A Charliecloud whose ch-run has exactly ``tools`` beside it (executable stand-ins)."""
+    folder.mkdir()
+    for tool in ("ch-run", *tools):
+        (folder / tool).write_text("#!/bin/sh\nexit 1\n")
+        (folder / tool).chmod(0o755)
+    return Charliecloud(binary=str(folder / "ch-run"))
+
+
+def test_charliecloud_before_0_26_unpacks_a_tarball_with_ch_tar2dir(tmp_path: Path) -> None:
+    """Debian 11's Charliecloud 0.21 has no ch-convert; its ch-tar2dir unpacks TARBALL into
+    DIR/NAME, which becomes the cache entry's image."""
+    rt = charliecloud_in(tmp_path / "bin", "ch-tar2dir")
+    image = tmp_path / "sshd-image.tar.gz"
+    image.write_bytes(b"")
+
+    def unpack(argv: tuple[str, ...], _: str | None) -> Reply:
+        (Path(argv[2]) / "sshd-image" / "usr").mkdir(parents=True)
+        return ok()
+
+    runner = FakeRunner({str(tmp_path / "bin" / "ch-tar2dir"): unpack})
+    made = containers.resolve_image(runner, rt, str(image), ImageCache(tmp_path / "cache"),
+                                    lambda _: None)
+    [argv] = runner.argvs(str(tmp_path / "bin" / "ch-tar2dir"))
+    assert argv[1] == str(image) and Path(argv[2]).parent == tmp_path / "cache"  # its temp folder
+    assert made.name == "image" and (made / "usr").is_dir()
+    assert not (made.parent / "sshd-image").exists()
+    # Only tarballs: a SquashFS file needs ch-convert.
+    squash = tmp_path / "a.sqfs"
+    squash.write_bytes(b"hsqs")  # another content: another entry
+    with pytest.raises(SessionError, match=r"no ch-convert \(0.26 and later have it\).*not "):
+        containers.resolve_image(FakeRunner(), rt, str(squash), ImageCache(tmp_path / "cache"),
+                                 lambda _: None)
+
+
+def test_charliecloud_with_ch_convert_never_uses_ch_tar2dir(tmp_path: Path) -> None:
+    rt = charliecloud_in(tmp_path / "bin", "ch-convert", "ch-tar2dir")
+    convert = str(tmp_path / "bin" / "ch-convert")
+    runner = FakeRunner({convert: lambda argv, _: (Path(argv[-1]).mkdir(), ok())[1]})
+    rt.build(runner, "/img/a.tar", tmp_path / "image", 60)
+    assert runner.programs() == [convert] and (tmp_path / "image").is_dir()
+
+
 def test_wrap_is_a_pure_function_of_the_argv_for_sshd_D_and_sshd_i() -> None:
     c = containers.Container("charliecloud", "/img", "/img", ("ch-run", "/img", "--"))
     assert c.wrap(["/usr/sbin/sshd", "-D", "-f", "/t/cfg"]) == [

@@ -93,7 +93,7 @@ def test_judge_accounts_and_qos() -> None:
     assert "your accounts: lab1, lab2" in found[0].saw
     assert found[1].saw == "account lab1, QOS high: yours"
     assert found[2].saw == "QOS high is not allowed for account lab2 (normal)"
-    assert found[2].fix.startswith("interactive-slurm profiles set mine gpu.qos=<one of normal> ")
+    assert found[2].fix.startswith("interactive-slurm profiles set mine gpu.qos=normal ")
     assert "`sacctmgr show assoc user=alice` lists yours" in found[2].fix
     assert found[3].saw == "account nosuch is not one of yours (lab1, lab2)"
     assert found[3].fix.startswith("interactive-slurm profiles set other cpu.account=<one of lab1, lab2>")

@@ -257,8 +257,11 @@ def test_a_dependency_too_new_for_the_clusters_python_is_downloaded_for_it(tmp_p
     py = (3, 9) if not wheels.python_ok(needs, (3, 9)) else (3, 0)
 
     def download(argv: tuple[str, ...], _input: str | None) -> Reply:
+        # click, and pip too where this pip is also too new for ``py`` (a Python 3.9 laptop
+        # has click 8.1, so ``py`` is 3.0 there).
         dest = Path(argv[argv.index("--dest") + 1])
-        (dest / "click-8.1.8-py3-none-any.whl").write_bytes(b"PK")
+        name = "click-8.1.8" if argv[-1] == "click" else f"{argv[-1]}-1.0"
+        (dest / f"{name}-py3-none-any.whl").write_bytes(b"PK")
         return Reply()
 
     runner = FakeRunner({sys.executable: download})

@@ -308,7 +308,26 @@ def test_a_pending_reason_that_waiting_cannot_resolve_fails_at_once(reason: str,
     message = str(info.value)
     assert message.startswith(f"job 5 will not start: Slurm holds it for {reason} (profile ")
     assert f"change {key} in the profile" in message
-    assert len(runner.calls) == 1  # one query, no waiting
+    assert len(runner.calls) == 2  # two answers in a row give it: no more waiting
+
+
+def test_a_passing_reason_before_the_scheduler_settles_is_not_acted_on() -> None:
+    """Slurm 20.11 shows a job over the partition's time limit as PartitionConfig for a moment,
+    then PartitionTimeLimit: the profile key named is the one for the settled reason."""
+    runner = FakeRunner({"scontrol": [scontrol(job("5", reason="PartitionConfig")),
+                                      scontrol(job("5", reason="PartitionTimeLimit"))]})
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, step=0.5).wait()
+    assert "Slurm holds it for PartitionTimeLimit" in str(info.value)
+    assert "change time in the profile" in str(info.value)
+    assert len(runner.calls) == 3
+
+
+def test_a_reused_job_known_to_be_held_for_good_fails_on_the_first_query() -> None:
+    runner = FakeRunner({"scontrol": scontrol(job("5", reason="PartitionTimeLimit"))})
+    with pytest.raises(ProxyError, match="change time in the profile"):
+        waiter(runner, step=0.5, known=job("5", reason="PartitionTimeLimit")).wait()
+    assert len(runner.calls) == 1
 
 
 def test_waiter_times_out_with_progress() -> None:

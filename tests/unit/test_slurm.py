@@ -448,7 +448,42 @@ def test_a_refused_submit_is_one_line_naming_the_profile_key() -> None:
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("Slurm refused a cpu session of profile default: Invalid partition "
-                              "name specified; change partition in the profile")
+                              "name specified; change cpu.partition in the profile")
+    assert message.endswith("`interactive-slurm profiles set default cpu.partition=VALUE` "
+                            "changes it)")
+
+
+@pytest.mark.parametrize(("stderr", "key", "value", "lists"), [
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition "
+     "combination specified\n", "gpu.account", "other", True),
+    ("sbatch: error: Batch job submission failed: Invalid qos specification\n", "gpu.qos", "high",
+     True),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not "
+     "available\n", "gpu.cpus, gpu.mem, gpu.gpus or gpu.constraint", None, False),
+])
+def test_a_refusal_names_the_dotted_key_its_value_and_where_valid_values_are_listed(
+        stderr: str, key: str, value: str | None, lists: bool) -> None:
+    """What the proxy says when sbatch refuses the account or QOS a profile names (Slurm with
+    AccountingStorageEnforce=associations,qos): the key as `profiles set` spells it, the value
+    the profile gave, and where the user's own accounts and QOS are listed."""
+    from dataclasses import replace
+
+    from interactive_slurm.base.errors import ProxyError
+    from interactive_slurm.login import profiles, proxy
+
+    from .fakes import FakeRunner, fail
+
+    req = proxy.Request(kind="gpu", profile="mylab")
+    res = replace(profiles.load("default").resources("gpu"), account="other", qos="high")
+    with pytest.raises(ProxyError) as info:
+        proxy.submit(FakeRunner({"sbatch": fail(stderr)}), req, res)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"; change {key}{f' (now {value})' if value else ''} in the profile" in message
+    setting = key if value else "gpu.KEY"
+    assert f"`interactive-slurm profiles set mylab {setting}=VALUE` changes it" in message
+    assert ("`sacctmgr show assoc user=$USER format=account,qos` lists the accounts and QOS you "
+            "have" in message) is lists
 
 
 @pytest.mark.parametrize(("reason", "key"), [
@@ -458,3 +493,10 @@ def test_a_refused_submit_is_one_line_naming_the_profile_key() -> None:
 ])
 def test_hopeless_pending_reasons(reason: str, key: str | None) -> None:
     assert slurm.hopeless(reason) == key
+
+
+def test_a_hopeless_reason_counts_when_two_answers_in_a_row_give_it() -> None:
+    assert slurm.hopeless_settled("PartitionConfig", "") is None  # 20.11's passing first reason
+    assert slurm.hopeless_settled("PartitionTimeLimit", "PartitionConfig") is None
+    assert slurm.hopeless_settled("PartitionTimeLimit", "PartitionTimeLimit") == "time"
+    assert slurm.hopeless_settled("Resources", "Resources") is None
