@@ -78,3 +78,16 @@ class FakeRunner:
 
     def programs(self) -> list[str]:
         return [call.argv[0] for call in self.calls]
+
+
+class Clock:
+    """A clock that moves only when told: ``clock()`` is now, ``clock.sleep(s)`` moves it on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds

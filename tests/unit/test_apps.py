@@ -24,7 +24,8 @@ from interactive_slurm.base import folders
 from interactive_slurm.base.errors import AppError
 from interactive_slurm.connect import endpoint
 from interactive_slurm.node import apps
-from tests.unit.fakes import FakeRunner, Reply, fail, ok
+
+from .fakes import Clock, FakeRunner, Reply, fail, ok
 
 JOB = "4242"
 
@@ -94,17 +95,6 @@ class Probe:
                  ) -> int | None:
         self.calls.append((address, path, headers))
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def starter(session: dict[str, str], stand: Stand, probe: Probe, runner: FakeRunner | None = None

@@ -26,7 +26,7 @@ from interactive_slurm.login import accounts, jobcheck, profiles, slurm
 from interactive_slurm.node import containers, nodecheck
 
 from .clirunner import cli_runner
-from .fakes import FakeRunner, Reply, fail, ok
+from .fakes import Clock, FakeRunner, Reply, fail, ok
 from .keyholes import serve_once
 from .test_doctor import statuses, write_profile
 
@@ -331,17 +331,6 @@ def record(job_id: str, port: int, **changes: Any) -> Endpoint:
         "port": port, "session_pid": 4321, "started_at": time.time(), "secret": SECRET_HEX,
     }
     return Endpoint(**{**values, **changes})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_wait_for_record_returns_once_published() -> None:
