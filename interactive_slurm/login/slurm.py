@@ -291,12 +291,21 @@ def hopeless(reason: str) -> str | None:
     return HOPELESS_REASONS.get(reason.split(",")[0].strip())
 
 
-def hopeless_settled(reason: str, previous: str) -> str | None:
+#: Seconds a pending reason must have lasted before it counts as hopeless (others: none).
+#: Slurm 20.11 shows a job over the partition's time limit as PartitionConfig until its
+#: scheduler passes over the job, then PartitionTimeLimit: usually a moment, but seconds when it
+#: defers batch jobs after a burst of submissions (or while accounting records the new job).
+SETTLE_SECONDS: dict[str, float] = {"PartitionConfig": 10.0}
+
+
+def hopeless_settled(reason: str, previous: str, lasted: float = 0.0) -> str | None:
     """:func:`hopeless` once two answers in a row gave ``reason`` (``previous``: the reason of
-    the answer before). Slurm may name a passing reason before its scheduler settles: 20.11
-    shows a job over the partition's time limit as PartitionConfig for a moment, then
-    PartitionTimeLimit; acting on the first would name the wrong profile key."""
-    return hopeless(reason) if reason == previous else None
+    the answer before) and it has lasted ``lasted`` >= its :data:`SETTLE_SECONDS`. Slurm may
+    name a passing reason before its scheduler settles; acting on it would name the wrong
+    profile key."""
+    if reason != previous or lasted < SETTLE_SECONDS.get(reason, 0.0):
+        return None
+    return hopeless(reason)
 
 
 def submit(runner: Runner, argv: Sequence[str], script: str) -> str:

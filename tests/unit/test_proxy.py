@@ -298,9 +298,12 @@ def test_waiter_job_gone_from_the_queue() -> None:
     assert str(info.value) == f"job 5 is gone from the queue; see {Path(folders.job_log('5'))}"
 
 
-@pytest.mark.parametrize(("reason", "key"), [("PartitionConfig", "cpus, mem or gpus"),
-                                            ("PartitionTimeLimit", "time")])
-def test_a_pending_reason_that_waiting_cannot_resolve_fails_at_once(reason: str, key: str) -> None:
+@pytest.mark.parametrize(("reason", "key", "answers"), [
+    ("PartitionConfig", "cpus, mem or gpus", 4),  # it must last 10 s: answers at 0, 2, 6, 15 s
+    ("PartitionTimeLimit", "time", 2),            # two answers in a row: no more waiting
+])
+def test_a_pending_reason_that_waiting_cannot_resolve_fails_at_once(reason: str, key: str,
+                                                                    answers: int) -> None:
     """Issue 20, item 6: a job asking for more than the partition allows waited 30 minutes."""
     runner = FakeRunner({"scontrol": scontrol(job("5", reason=reason))})
     with pytest.raises(ProxyError) as info:
@@ -308,7 +311,7 @@ def test_a_pending_reason_that_waiting_cannot_resolve_fails_at_once(reason: str,
     message = str(info.value)
     assert message.startswith(f"job 5 will not start: Slurm holds it for {reason} (profile ")
     assert f"change {key} in the profile" in message
-    assert len(runner.calls) == 2  # two answers in a row give it: no more waiting
+    assert len(runner.calls) == answers
 
 
 def test_a_passing_reason_before_the_scheduler_settles_is_not_acted_on() -> None:
@@ -321,6 +324,18 @@ def test_a_passing_reason_before_the_scheduler_settles_is_not_acted_on() -> None
     assert "Slurm holds it for PartitionTimeLimit" in str(info.value)
     assert "change time in the profile" in str(info.value)
     assert len(runner.calls) == 3
+
+
+def test_partition_config_over_two_answers_is_still_not_acted_on() -> None:
+    """Slurm 20.11 with accounting, after a burst of jobs: PartitionConfig in the answers at 0 and
+    2 s, PartitionTimeLimit from the one at 6 s on. The key named is time, not cpus/mem/gpus."""
+    runner = FakeRunner({"scontrol": [scontrol(job("5", reason="PartitionConfig"))] * 2
+                         + [scontrol(job("5", reason="PartitionTimeLimit"))] * 2})
+    with pytest.raises(ProxyError) as info:
+        waiter(runner, step=0.5).wait()
+    assert "Slurm holds it for PartitionTimeLimit" in str(info.value)
+    assert "change time in the profile" in str(info.value)
+    assert len(runner.calls) == 4
 
 
 def test_a_reused_job_known_to_be_held_for_good_fails_on_the_first_query() -> None:

@@ -500,3 +500,6 @@ def test_a_hopeless_reason_counts_when_two_answers_in_a_row_give_it() -> None:
     assert slurm.hopeless_settled("PartitionTimeLimit", "PartitionConfig") is None
     assert slurm.hopeless_settled("PartitionTimeLimit", "PartitionTimeLimit") == "time"
     assert slurm.hopeless_settled("Resources", "Resources") is None
+    # PartitionConfig (20.11's passing reason for a job over the time limit) must last 10 s.
+    assert slurm.hopeless_settled("PartitionConfig", "PartitionConfig", 2.0) is None
+    assert slurm.hopeless_settled("PartitionConfig", "PartitionConfig", 10.0) == "cpus, mem or gpus"
