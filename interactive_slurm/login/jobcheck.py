@@ -103,6 +103,7 @@ def wait_for_record(runner: Runner, job_id: str, timeout: float, err: TextIO, *,
     start = clock()
     next_query = start
     job: slurm.Job | None = None
+    reasons = slurm.ReasonWatch()  # a passing reason is not acted on, as in the proxy's wait
     while True:
         try:
             ep = endpoint.read_job(job_id)
@@ -127,11 +128,11 @@ def wait_for_record(runner: Runner, job_id: str, timeout: float, err: TextIO, *,
                     state = "is gone from the queue" if job is None else f"ended {job.state}"
                     return Waited(None, job, f"job {job_id} {state} before its session was "
                                              f"ready{proxy.failure(job_id)}")
-                if job.pending and slurm.hopeless(job.reason):
+                key = reasons.see(job, now)
+                if key:
                     progress.done()
                     return Waited(None, job, f"Slurm holds job {job_id} for {job.reason}: "
-                                             f"change {slurm.hopeless(job.reason)} in the profile",
-                                  True)
+                                             f"change {key} in the profile", True)
                 progress.show(f"{proxy.describe_state(job)} [{int(now - start)}s]",
                               key=proxy.describe_state(job))
         if now - start > timeout:

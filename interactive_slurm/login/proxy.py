@@ -274,9 +274,7 @@ class Waiter:
         self.buffered = b""
         self.last_job: slurm.Job | None = job
         self.seen = waiting.Seen(answers=int(job is not None))  # wait() begins it
-        # The pending reason of the last answer ("": none); acquire's answer counts.
-        self.last_reason = job.reason if job is not None and job.pending else ""
-        self.reason_since: float | None = None  # when an answer first gave last_reason
+        self.reasons = slurm.ReasonWatch(job)  # acquire's answer counts
         self.status = describe_state(job) if job is not None else ""
 
     def _watch(self, seconds: float) -> None:
@@ -324,12 +322,9 @@ class Waiter:
                 f"job {self.job_id} ended {job.state}{reason} before its session was "
                 f"ready{failure(self.job_id)}; see {Path(folders.job_log(self.job_id))}"
             )
-        previous, self.last_reason = self.last_reason, job.reason if job.pending else ""
-        now = self.clock()
-        if self.last_reason != previous or self.reason_since is None:
-            self.reason_since = now
+        previous = self.reasons.last
+        key = self.reasons.see(job, self.clock())
         if job.pending:
-            key = slurm.hopeless_settled(job.reason, previous, now - self.reason_since)
             if key:
                 raise ProxyError(
                     f"job {self.job_id} will not start: Slurm holds it for {job.reason} (profile "

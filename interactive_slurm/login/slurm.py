@@ -308,6 +308,24 @@ def hopeless_settled(reason: str, previous: str, lasted: float = 0.0) -> str | N
     return hopeless(reason)
 
 
+class ReasonWatch:
+    """One job's pending reason over successive answers: what :func:`hopeless_settled` needs
+    (the reason before, and since when it lasts). Every wait for a job uses one (the proxy's,
+    ``doctor --job``'s), so a passing reason is never acted on."""
+
+    def __init__(self, known: Job | None = None) -> None:
+        #: The pending reason of the last answer ("": none); a known job's counts as one.
+        self.last = known.reason if known is not None and known.pending else ""
+        self.since: float | None = None  # when an answer first gave ``last``
+
+    def see(self, job: Job, now: float) -> str | None:
+        """The profile key to change once ``job``'s reason has settled into a hopeless one."""
+        previous, self.last = self.last, job.reason if job.pending else ""
+        if self.last != previous or self.since is None:
+            self.since = now
+        return hopeless_settled(job.reason, previous, now - self.since) if job.pending else None
+
+
 def submit(runner: Runner, argv: Sequence[str], script: str) -> str:
     """sbatch ``script``; the job id. :class:`SubmitRefused` (one line: Slurm's reason and the
     key) for a request Slurm will never run; SlurmError quoting sbatch for anything else."""

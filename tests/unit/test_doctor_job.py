@@ -367,6 +367,17 @@ def test_wait_for_record_without_a_record(line: str, why: str, hopeless: bool) -
         assert len(runner.calls) == pytest.approx(60 / jobcheck.QUERY_GAP + 1, abs=1)
 
 
+def test_wait_for_record_does_not_act_on_a_passing_reason() -> None:
+    """As the proxy's wait: Slurm 20.11's passing PartitionConfig, then PartitionTimeLimit."""
+    clock = Clock()
+    runner = FakeRunner({"scontrol": [ok(job_line("77", "PENDING", reason="PartitionConfig")),
+                                      ok(job_line("77", "PENDING", reason="PartitionTimeLimit"))]})
+    waited = jobcheck.wait_for_record(runner, "77", 60, io.StringIO(), clock=clock,
+                                      sleep=clock.sleep)
+    assert waited.why == "Slurm holds job 77 for PartitionTimeLimit: change time in the profile"
+    assert len(runner.calls) == 3
+
+
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     with socket.create_server(("127.0.0.1", 0)) as server:

@@ -314,28 +314,21 @@ def test_a_pending_reason_that_waiting_cannot_resolve_fails_at_once(reason: str,
     assert len(runner.calls) == answers
 
 
-def test_a_passing_reason_before_the_scheduler_settles_is_not_acted_on() -> None:
-    """Slurm 20.11 shows a job over the partition's time limit as PartitionConfig for a moment,
-    then PartitionTimeLimit: the profile key named is the one for the settled reason."""
-    runner = FakeRunner({"scontrol": [scontrol(job("5", reason="PartitionConfig")),
-                                      scontrol(job("5", reason="PartitionTimeLimit"))]})
-    with pytest.raises(ProxyError) as info:
-        waiter(runner, step=0.5).wait()
-    assert "Slurm holds it for PartitionTimeLimit" in str(info.value)
-    assert "change time in the profile" in str(info.value)
-    assert len(runner.calls) == 3
-
-
-def test_partition_config_over_two_answers_is_still_not_acted_on() -> None:
-    """Slurm 20.11 with accounting, after a burst of jobs: PartitionConfig in the answers at 0 and
-    2 s, PartitionTimeLimit from the one at 6 s on. The key named is time, not cpus/mem/gpus."""
-    runner = FakeRunner({"scontrol": [scontrol(job("5", reason="PartitionConfig"))] * 2
+@pytest.mark.parametrize(("passing", "calls"), [
+    (1, 3),  # Slurm 20.11: PartitionConfig for a moment, then PartitionTimeLimit
+    (2, 4),  # ... with accounting, after a burst of jobs: in the answers at 0 and 2 s
+])
+def test_a_passing_reason_before_the_scheduler_settles_is_not_acted_on(passing: int,
+                                                                       calls: int) -> None:
+    """Slurm 20.11 shows a job over the partition's time limit as PartitionConfig until its
+    scheduler settles, then PartitionTimeLimit: the key named is time, not cpus/mem/gpus."""
+    runner = FakeRunner({"scontrol": [scontrol(job("5", reason="PartitionConfig"))] * passing
                          + [scontrol(job("5", reason="PartitionTimeLimit"))] * 2})
     with pytest.raises(ProxyError) as info:
         waiter(runner, step=0.5).wait()
     assert "Slurm holds it for PartitionTimeLimit" in str(info.value)
     assert "change time in the profile" in str(info.value)
-    assert len(runner.calls) == 4
+    assert len(runner.calls) == calls
 
 
 def test_a_reused_job_known_to_be_held_for_good_fails_on_the_first_query() -> None:
