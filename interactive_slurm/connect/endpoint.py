@@ -143,7 +143,7 @@ def from_json(text: str, source: StrPath) -> Endpoint:
     for key in ("node", "partition", "cluster"):  # srun's --nodelist, a file's key: plain names
         name = values[key]
         assert isinstance(name, str)
-        if len(name) > 200 or not _NAME_CHARS.issuperset(name) or name.startswith("-"):
+        if name and not is_plain_name(name):
             raise CorruptRecordError(f"{source}: {key} = {name!r}: not a plain name")
     sock_path = values["socket"]
     assert isinstance(sock_path, str)
@@ -153,6 +153,12 @@ def from_json(text: str, source: StrPath) -> Endpoint:
         raise CorruptRecordError(f"{source}: transport = {values['transport']!r}: not one of "
                                  "tcp, srun, auto")
     return Endpoint(**values)  # type: ignore[arg-type]
+
+
+def is_plain_name(text: str) -> bool:
+    """A node, partition or cluster name a record may carry (it reaches srun's argv and a
+    file's key): ASCII letters, digits and ``._-``, not starting with ``-``, at most 200."""
+    return 0 < len(text) <= 200 and _NAME_CHARS.issuperset(text) and not text.startswith("-")
 
 
 def publish(ep: Endpoint) -> Path:

@@ -93,16 +93,15 @@ def _prove(ep: Endpoint, sock: Socket, deadline: float) -> None:
 
 def _through_srun(ep: Endpoint, tcp_failed: str) -> Socket:
     """The ``srun`` transport; ``tcp_failed``: why ``auto``'s TCP try failed ("": chosen)."""
+    before = f"{tcp_failed}; " if tcp_failed else ""
     try:
         sock = transport.open_srun(ep)
     except OSError as exc:
-        raise StaleEndpoint(f"{tcp_failed + '; ' if tcp_failed else ''}srun: "
-                            f"{exc.strerror or exc}") from exc
+        raise StaleEndpoint(f"{before}srun: {exc.strerror or exc}") from exc
     try:
         _prove(ep, sock, transport.SRUN_DEADLINE)
     except StaleEndpoint as exc:
-        raise StaleEndpoint(f"{tcp_failed + '; ' if tcp_failed else ''}through srun: {exc}") \
-            from exc
+        raise StaleEndpoint(f"{before}through srun: {exc}") from exc
     if tcp_failed:
         transport.remember(ep, "srun")
         transport.say_chosen(ep, tcp_failed)

@@ -230,9 +230,9 @@ def end_reason(scontrol_output: str, *, now: float, started: float, time_limit: 
 
 
 def plain_name(text: str) -> str:
-    """``text`` when it is a name the record may carry (see endpoint.from_json), else ""."""
-    ok = text.isascii() and all(c.isalnum() or c in "._-" for c in text)
-    return text if ok and len(text) <= 200 and not text.startswith("-") else ""
+    """``text`` when it is a name the record may carry (:func:`endpoint.is_plain_name`), else
+    ""."""
+    return text if endpoint.is_plain_name(text) else ""
 
 
 LISTEN, SIGNAL = "listen", "signal"  # what the loop's selector keys of its own carry
