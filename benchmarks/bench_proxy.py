@@ -318,13 +318,20 @@ def main() -> None:
     # --- new session on an idle node (absolute)
     new: list[float] = []
     jobs: list[str] = []  # for scripts/bench's breakdown (Slurm's part, from slurmctld.log)
+    starts: list[float] = []  # the wall clock at each ssh's start
+    ready: list[str] = []  # each session's ready line (its steps), from its job log
     for _ in range(opts.new_sessions):
         cancel_all()
+        starts.append(time.time())
         new.append(timed(lambda: run([*ssh, "slurm-cpu", "true"], env)))
-        jobs.append(subprocess.run(["squeue", "--me", "-h", "-o", "%i"], capture_output=True,
-                                   text=True).stdout.strip())
+        job = subprocess.run(["squeue", "--me", "-h", "-o", "%i"], capture_output=True,
+                             text=True).stdout.strip()
+        jobs.append(job)
+        log = home / "state" / "logs" / f"job-{job}.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        ready.append(next((line for line in lines if ": ready in " in line), ""))
     results["new_session"] = {"runs": new, "median": statistics.median(new), "max": max(new),
-                              "min": min(new), "jobs": jobs}
+                              "min": min(new), "jobs": jobs, "starts": starts, "ready": ready}
 
     # --- reconnect and throughput against a plain sshd in the same job
     [record_path] = (home / "state" / "jobs").glob("*/endpoint.json")

@@ -2,7 +2,8 @@
 
 ``proxy KIND`` with a live session is answered by :mod:`interactive_slurm.connect.reuse` without
 importing click or the Slurm layer; ``connect JOBID``, ``relay-fd`` and ``bridge`` (the srun
-transport's task on the node) likewise; everything else goes to the full
+transport's task on the node) likewise, and ``session`` (the batch script's command) goes to
+:mod:`interactive_slurm.node.launch` without click; everything else goes to the full
 CLI (:mod:`interactive_slurm.cli.main`). Every install's console script (pip's, or the lean
 ``python -IS`` launcher of install/installs.py) calls :func:`main` here, so this module keeps its
 name and place whatever the layout.
@@ -30,6 +31,11 @@ def main() -> None:
         from interactive_slurm.connect import transport
 
         transport.bridge(args[1:])
+        return
+    if args[:1] == ["session"]:  # the batch script's command (not for people: no click)
+        from interactive_slurm.node import launch
+
+        launch.main(args[1:])
         return
     if args[:1] == ["proxy"]:
         from interactive_slurm.install import autocheck

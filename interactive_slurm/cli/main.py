@@ -7,7 +7,6 @@ A failing ``proxy`` (what ``ssh slurm-cpu`` runs) adds one more line: run ``doct
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import sys
@@ -22,18 +21,47 @@ from interactive_slurm.base import config, folders, selfcmd, sshhosts, values
 from interactive_slurm.base.errors import Aborted, InteractiveSlurmError
 from interactive_slurm.base.fsutil import describe_os_error
 from interactive_slurm.cli import base as cli_base
-from interactive_slurm.cli.apps import app_serve_cmd, open_cmd
-from interactive_slurm.cli.doctor import doctor_cmd
-from interactive_slurm.cli.laptop import clusters_cmd, setup_cmd
-from interactive_slurm.cli.remote import remote_cli
-from interactive_slurm.cli.update import self_check_cmd, update_cmd
-from interactive_slurm.login import profiles, proxy, remote
-from interactive_slurm.node import hostca
+from interactive_slurm.login import profiles
 
 KIND = click.Choice(["cpu", "gpu"])
 
+#: The commands kept in other modules, imported only when one of them runs (or ``--help`` lists
+#: them): the proxy's slow path loads click and the Slurm layer, not setup, doctor or the updater.
+LAZY_COMMANDS = {
+    "remote": "interactive_slurm.cli.remote:remote_cli",
+    "update": "interactive_slurm.cli.update:update_cmd",
+    "self-check": "interactive_slurm.cli.update:self_check_cmd",
+    "setup": "interactive_slurm.cli.laptop:setup_cmd",
+    "clusters": "interactive_slurm.cli.laptop:clusters_cmd",
+    "doctor": "interactive_slurm.cli.doctor:doctor_cmd",
+    "open": "interactive_slurm.cli.apps:open_cmd",
+    "app-serve": "interactive_slurm.cli.apps:app_serve_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose :data:`LAZY_COMMANDS` are imported when asked for (click's own pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            return lazy_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def lazy_command(name: str) -> click.Command:
+    """The command :data:`LAZY_COMMANDS` names ``name``, imported now."""
+    import importlib
+
+    module, _, attr = LAZY_COMMANDS[name].partition(":")
+    command = getattr(importlib.import_module(module), attr)
+    assert isinstance(command, click.Command) and command.name == name, LAZY_COMMANDS[name]
+    return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="interactive-slurm")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -67,46 +95,10 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
     if container:
         profiles.check_container_option(container)
     name = values.check_profile_name(profile or cfg.default_profile)
+    from interactive_slurm.login import proxy
+
     proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container, cfg.transport),
               timeout=timeout)
-
-
-@cli.command("session", hidden=True)
-@click.option("--kind", type=KIND, required=True, help="Session kind.")
-@click.option("--profile", required=True, help="Profile the job was submitted with.")
-@click.option("--valid-for", type=int, required=True, help="Job time limit in seconds.")
-@click.option("--container", default="", help="Container image for sshd.")
-@click.option("--container-runtime", default="",
-              help="enroot, apptainer, singularity or charliecloud (default: the first installed).")
-@click.option("--idle-timeout", type=click.IntRange(min=0), default=0,
-              help="Cancel the job after this many seconds without an SSH connection (0: never).")
-@click.option("--transport", type=click.Choice(config.TRANSPORTS), default=None,
-              help="The profile's transport (default: config.toml's); srun: listen on loopback.")
-def session_cmd(kind: str, profile: str, valid_for: int, container: str, container_runtime: str,
-                idle_timeout: int, transport: str | None) -> None:
-    """Compute-node side (run by the batch script): serve sshd for this job.
-
-    \b
-    Example (what the generated batch script runs):
-      python -m interactive_slurm session --kind cpu --profile default --valid-for 28800
-    """
-    from interactive_slurm.node import session
-
-    cfg = config.load()
-    job_id = os.environ.get("SLURM_JOB_ID", "")
-    if job_id.isascii() and job_id.isdigit():
-        with contextlib.suppress(OSError):  # slurmd made the job's log with the job's umask
-            os.chmod(Path(folders.job_log(job_id)), 0o600)
-    spec = session.spec_from_env(
-        os.environ, kind=kind, profile=profile, valid_for=valid_for, sshd=cfg.sshd,
-        container=container, container_runtime=container_runtime, idle_timeout=idle_timeout,
-        image_cache=cfg.image_cache, transport=transport or "", configured=cfg.transport,
-    )
-    os.environ.pop(session.WARN_BEFORE_ENV, None)  # the session's own: not passed on to shells
-    tool = selfcmd.tool_for_shells()
-    if tool:  # every shell in the job learns this install (`interactive-slurm open` uses it)
-        os.environ[selfcmd.TOOL_ENV] = tool
-    sys.exit(session.Session(cli_base.runner(), spec).run())
 
 
 @cli.command("trust")
@@ -119,6 +111,9 @@ def trust_cmd(write: bool) -> None:
     Example:
       interactive-slurm trust --write
     """
+    from interactive_slurm.login import remote
+    from interactive_slurm.node import hostca
+
     line = remote.trust_line(cli_base.runner())
     if write:
         hostca.write_known_hosts(Path(folders.known_hosts_file()), line)
@@ -172,6 +167,8 @@ def ssh_config_cmd(login: str | None, remote_command: str, multiplex: bool) -> N
       interactive-slurm ssh-config >> ~/.ssh/config
     """
     if not login:
+        from interactive_slurm.login import remote
+
         remote.ensure_known_hosts(cli_base.runner())
     click.echo(_ssh_config_block(login, remote_command, multiplex and not login), nl=False)
 
@@ -260,16 +257,6 @@ def profiles_set_cmd(name: str, settings: tuple[str, ...], base: str | None) -> 
     _echo_profile(result.profile)
 
 
-cli.add_command(remote_cli)
-cli.add_command(update_cmd)
-cli.add_command(self_check_cmd)
-cli.add_command(setup_cmd)
-cli.add_command(clusters_cmd)
-cli.add_command(doctor_cmd)
-cli.add_command(open_cmd)
-cli.add_command(app_serve_cmd)
-
-
 def doctor_hint(args: list[str]) -> str | None:
     """The last stderr line of a proxy that failed (what ``ssh slurm-cpu`` shows last): where
     to find out why. None when ``args`` is not the proxy's."""
@@ -280,7 +267,7 @@ def doctor_hint(args: list[str]) -> str | None:
             f"'interactive-slurm doctor --host slurm-{kind}' on your laptop) to find what is wrong")
 
 
-def _run(group: click.Group, argv: list[str] | None, prog: str) -> None:
+def _run(group: click.Command, argv: list[str] | None, prog: str) -> None:
     hint = doctor_hint(sys.argv[1:] if argv is None else list(argv)) if group is cli else None
     try:
         result: Any = group.main(args=argv, prog_name=prog, standalone_mode=False)
@@ -320,4 +307,4 @@ def main(argv: list[str] | None = None) -> None:
 
 def remote_main(argv: list[str] | None = None) -> None:
     """Console script ``remote``."""
-    _run(remote_cli, argv, "remote")
+    _run(lazy_command("remote"), argv, "remote")

@@ -11,8 +11,9 @@ clock); no I/O, no clock of its own, stdlib only. The whole schedule:
                = UNREACHABLE_GAPS[unanswered - 1]     while slurmctld does not answer (last repeats)
                = UNREACHABLE_GAPS[0]                  after another failure (FAILURES_IN_A_ROW end it)
     poll       = min(POLL_MIN * POLL_GROWTH ** polls since the job log changed, cap);
-                 cap = POLL_MAX with a job log, POLL_MAX_PENDING without (and throughout when
-                 there has been no job log since the start)
+                 cap = POLL_STARTING for the first STARTING_POLLS polls after the job log
+                 appeared or changed, then POLL_MAX; POLL_MAX_PENDING without a job log (and
+                 throughout when there has been no job log since the start)
     pause      = min(poll, the next whole second on a terminal, max(next query - now, POLL_MIN))
                  (while a query is out, next query = when it went: polls POLL_MIN apart)
 
@@ -44,6 +45,10 @@ POLL_MIN = 0.005
 POLL_GROWTH = 1.25
 # The cap once the job has a log: the record is seen within 0.1 s of being published.
 POLL_MAX = 0.1
+# ... and while the session is likely starting (its log appeared or changed about 2 s ago or
+# less: a session is ready 0.1-0.5 s after its job starts), within 0.02 s: a stat each time.
+POLL_STARTING = 0.02
+STARTING_POLLS = 100
 # The cap before the job has a log (it has not started): no record can come yet.
 POLL_MAX_PENDING = 0.2
 # One query may take this long; one that does not finish in time counts as a failure.
@@ -106,6 +111,8 @@ class Seen:
         cap = POLL_MAX if self.log else POLL_MAX_PENDING
         if self.polls is None:
             return cap
+        if self.log and self.polls < STARTING_POLLS:
+            cap = POLL_STARTING
         return min(cap, POLL_MIN * POLL_GROWTH ** min(self.polls, _POWER_BOUND))
 
     @property

@@ -12,10 +12,11 @@ from pathlib import Path
 import click
 import pytest
 
-from interactive_slurm import __version__
+from interactive_slurm import __version__, entry
 from interactive_slurm.base import sshhosts
 from interactive_slurm.cli import base as cli_base
 from interactive_slurm.cli import main as cli
+from interactive_slurm.cli.remote import remote_cli
 from interactive_slurm.login import profiles
 from interactive_slurm.node import hostca
 
@@ -51,7 +52,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRunner:
 
 @pytest.mark.parametrize(
     ("group", "text"),
-    [(cli.cli, "interactive-slurm, version"), (cli.remote_cli, "remote, version")],
+    [(cli.cli, "interactive-slurm, version"), (remote_cli, "remote, version")],
 )
 def test_version(group: click.Group, text: str) -> None:
     result = invoke(group, ["--version"])
@@ -199,7 +200,7 @@ LINES = (
 
 def test_remote_list(fake: FakeRunner) -> None:
     fake.script["squeue"] = [ok(LINES)]
-    result = invoke(cli.remote_cli, ["list"])
+    result = invoke(remote_cli, ["list"])
     assert result.exit_code == 0
     assert result.stdout == (
         "JOBID  KIND  PROFILE  STATE               NODE    TIME_LEFT  ENDPOINT\n"
@@ -210,7 +211,7 @@ def test_remote_list(fake: FakeRunner) -> None:
 
 def test_remote_list_json(fake: FakeRunner) -> None:
     fake.script["squeue"] = [ok(LINES)]
-    result = invoke(cli.remote_cli, ["list", "--json"])
+    result = invoke(remote_cli, ["list", "--json"])
     assert result.exit_code == 0
     assert '"job_id": "5"' in result.stdout and '"job_id": "7"' not in result.stdout
 
@@ -224,7 +225,7 @@ def test_remote_list_when_slurm_fails(capsys: pytest.CaptureFixture[str], fake: 
 
 def test_remote_cancel_by_kind(fake: FakeRunner) -> None:
     fake.script.update(squeue=[ok(LINES)], scancel=[ok()])
-    result = invoke(cli.remote_cli, ["cancel", "gpu", "--yes"])
+    result = invoke(remote_cli, ["cancel", "gpu", "--yes"])
     assert result.exit_code == 0
     assert (result.stdout, result.stderr) == ("", "cancelled 6 (vscode-remote-gpu, RUNNING)\n")
     assert fake.argvs("scancel") == [("scancel", "6")]
@@ -242,12 +243,24 @@ def test_remote_cancel_never_touches_other_jobs(
 
 def test_remote_cancel_with_nothing_to_cancel(fake: FakeRunner) -> None:
     fake.script["squeue"] = [ok("")]
-    result = invoke(cli.remote_cli, ["cancel", "--yes"])
+    result = invoke(remote_cli, ["cancel", "--yes"])
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "nothing to cancel\n")
 
 
 def test_remote_is_also_a_subcommand() -> None:
-    assert cli.cli.commands["remote"] is cli.remote_cli
+    assert cli.cli.get_command(click.Context(cli.cli), "remote") is remote_cli
+
+
+def test_the_proxy_does_not_load_the_other_commands() -> None:
+    """The lazy group: `proxy`'s slow path does not pay for setup, doctor or the updater."""
+    import subprocess
+
+    code = ("import sys; import interactive_slurm.cli.main as m; "
+            "m.cli.get_command(None, 'proxy'); "
+            "print(sorted(n for n in sys.modules if n.startswith('interactive_slurm.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "['interactive_slurm.cli.base', 'interactive_slurm.cli.main']"
 
 
 # ------------------------------------------------------------------------------------ help
@@ -256,17 +269,20 @@ def test_remote_is_also_a_subcommand() -> None:
 def walk(group: click.Command, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], click.Command]]:
     yield path, group
     if isinstance(group, click.Group):
-        for name, command in sorted(group.commands.items()):
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None, name
             yield from walk(command, (*path, name))
 
 
-COMMANDS = [*walk(cli.cli, ("interactive-slurm",)), *walk(cli.remote_cli, ("remote",))]
+COMMANDS = [*walk(cli.cli, ("interactive-slurm",)), *walk(remote_cli, ("remote",))]
 
 
 def test_the_walk_finds_every_command() -> None:
     names = {" ".join(path) for path, _ in COMMANDS}
     assert {
-        "interactive-slurm", "interactive-slurm proxy", "interactive-slurm session",
+        "interactive-slurm", "interactive-slurm proxy",
         "interactive-slurm trust", "interactive-slurm ssh-config", "interactive-slurm profiles",
         "interactive-slurm remote", "interactive-slurm remote list",
         "interactive-slurm remote cancel", "interactive-slurm remote ssh",
@@ -283,7 +299,7 @@ def test_every_command_has_help_ending_with_an_example(
     assert "Example" in last_paragraph, f"{' '.join(path)}: help does not end with an example"
     example_lines = [line.strip() for line in last_paragraph.splitlines()[1:] if line.strip()]
     assert example_lines, f"{' '.join(path)}: the example is empty"
-    result = cli_runner().invoke(cli.cli if path[0] == "interactive-slurm" else cli.remote_cli,
+    result = cli_runner().invoke(cli.cli if path[0] == "interactive-slurm" else remote_cli,
                                 [*path[1:], "--help"])
     assert result.exit_code == 0
     assert "Example" in result.stdout
@@ -303,14 +319,15 @@ def test_session_command_is_hidden() -> None:
 
 
 def test_session_outside_a_job(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, fake: FakeRunner
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The batch script's command goes through the console script, without click."""
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    assert run_main(
-        capsys, cli.main,
-        ["session", "--kind", "cpu", "--profile", "default", "--valid-for", "60"],
-    ) == (1, "", "error: `interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)\n")
-    assert fake.calls == []
+    monkeypatch.setattr(sys, "argv",
+                        ["interactive-slurm", "session", "--kind", "cpu", "--profile", "default",
+                         "--valid-for", "60"])
+    assert run_main(capsys, lambda argv: entry.main(), []) == (
+        1, "", "error: `interactive-slurm session` runs inside a Slurm job (no SLURM_JOB_ID)\n")
 
 
 # ------------------------------------------------------------------------ ssh-config, trust

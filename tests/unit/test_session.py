@@ -417,3 +417,75 @@ def test_the_devpts_mount_in_effect_decides_the_tty_warning(mounts: str, lacks: 
     from interactive_slurm.node.session import pts_mount_lacks_tty_gid
 
     assert pts_mount_lacks_tty_gid(mounts) is lacks
+
+
+@pytest.mark.parametrize(("knows_penalties", "in_use"), [(True, "PerSourcePenalties no"),
+                                                         (False, None)])
+def test_configure_checks_both_files_side_by_side_and_keeps_the_one_sshd_takes(
+    tmp_path: Path, knows_penalties: bool, in_use: str | None,
+) -> None:
+    """sshd 9.8+ takes ``PerSourcePenalties``; an older one refuses it and gets the file
+    without: both ``sshd -t`` run at once (no second check after a refusal)."""
+    import threading
+
+    both_running = threading.Barrier(2, timeout=5)
+
+    def sshd(argv: tuple[str, ...], _input: str | None) -> object:
+        both_running.wait()  # each check waits for the other: they run side by side
+        text = Path(argv[argv.index("-f") + 1]).read_text()
+        if "PerSourcePenalties" in text and not knows_penalties:
+            return fail("sshd_config line 31: Bad configuration option: PerSourcePenalties")
+        return ok("")
+
+    s = session.Session(FakeRunner({"/usr/sbin/sshd": sshd}),
+                        SessionSpec("4711", "cpu", "default", 600, "/usr/sbin/sshd"),
+                        log=io.StringIO())
+    s.tmp = tmp_path
+    s.configure(tmp_path / "key", tmp_path / "key-cert.pub")
+    assert s.cfg == tmp_path / "sshd_config"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sshd_config"]
+    text = s.cfg.read_text()
+    assert ("PerSourcePenalties no" in text) == (in_use is not None)
+    assert oct(s.cfg.stat().st_mode & 0o777) == "0o600"
+
+
+def test_configure_names_what_sshd_refuses(tmp_path: Path) -> None:
+    runner = FakeRunner({"/usr/sbin/sshd": fail("Unsupported option X11UseLocalhost")})
+    s = session.Session(runner, SessionSpec("4711", "cpu", "default", 600, "/usr/sbin/sshd"),
+                        log=io.StringIO())
+    s.tmp = tmp_path
+    with pytest.raises(SessionError, match="^/usr/sbin/sshd -t refuses this job's sshd_config: "
+                                           "Unsupported option X11UseLocalhost$"):
+        s.configure(tmp_path / "key", tmp_path / "key-cert.pub")
+    assert len(runner.calls) == 2
+
+
+def test_the_ready_line_times_each_step_from_the_process_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What benchmarks/slurm_latency.py reads: the start's steps and when the process began."""
+    import re
+    import time
+
+    clock = FakeClock()
+    monkeypatch.setattr(session, "process_age", lambda: 0.05)  # 0.05 s before the session's
+    s = session.Session(FakeRunner({}), SessionSpec("1", "cpu", "p", 600, "/x"),
+                        log=io.StringIO(), clock=clock, wall=clock.wall)
+    for name, took in (("host key", 0.031), ("sshd -t", 0.024), ("listen", 0.002)):
+        clock.advance(took)
+        s.step(name)
+    monkeypatch.setattr(session, "process_age", lambda: 0.05 + 0.057)
+    line = s.ready_timing()
+    began = clock.wall_now - 0.107
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(began))
+    assert line == (f"ready in 0.107 s after its start at {stamp}.{int(began * 1000) % 1000:03d} "
+                    "(python 0.050 s, host key 0.031 s, sshd -t 0.024 s, listen 0.002 s)")
+    assert re.fullmatch(r"ready in [\d.]+ s after its start at \S+ \(.*\)", line)
+
+
+def test_process_age_is_this_process_s() -> None:
+    age = session.process_age()
+    if not Path("/proc/self/stat").exists():
+        assert age is None
+        return
+    assert age is not None and 0 < age < 24 * 3600

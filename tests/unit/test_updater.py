@@ -16,6 +16,7 @@ from interactive_slurm.base import config, folders
 from interactive_slurm.base.config import UpdateConfig
 from interactive_slurm.base.errors import ConfigError, UpdateError
 from interactive_slurm.cli import main as cli
+from interactive_slurm.cli.remote import remote_cli
 from interactive_slurm.install import autocheck, installs, updater, wheelbuild
 from interactive_slurm.login import slurm
 from interactive_slurm.login.slurm import Job
@@ -375,7 +376,7 @@ def test_auto_check_failure_is_logged_and_postponed(tmp_path: Path) -> None:
 
 def test_update_enable_and_disable_edit_config_toml() -> None:
     runner = CliRunner()
-    result = runner.invoke(cli.remote_cli, ["update", "--disable"], catch_exceptions=False)
+    result = runner.invoke(remote_cli, ["update", "--disable"], catch_exceptions=False)
     assert result.output == f"automatic checks off in {Path(folders.config_file())}\n"
     assert Path(folders.config_file()).read_text() == "[update]\nenabled = false\n"
     result = runner.invoke(cli.cli, ["update", "--enable"], catch_exceptions=False)

@@ -33,8 +33,9 @@ KNOWN = Seen.begin(0.0, known=True, log=False)  # a job acquire saw, no job log 
         (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=0), 21.0, 0.005),
         (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=1), 21.0, 0.00625),
         (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=4), 21.0, 0.01220703125),
-        (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=13), 21.0, 0.09094947017729282),
-        (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=14), 21.0, 0.1),
+        (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=13), 21.0, 0.02),
+        (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=99), 21.0, 0.02),
+        (Seen(asked=15.0, answers=4, changed=20.0, log=True, polls=100), 21.0, 0.1),
         (Seen(asked=15.0, answers=4, log=True, polls=10_000), 35.0, 0.1),
         # A change after the query was due anyway moves nothing.
         (Seen(asked=2.0, answers=2, changed=5.5, log=True, polls=3), 6.0, 0.009765625),
@@ -128,11 +129,14 @@ def test_a_log_change_while_a_query_is_out_moves_nothing() -> None:
 def test_polls_count_since_the_last_log_change() -> None:
     seen = Seen.begin(0.0, known=True, log=True)
     intervals = []
-    for _ in range(16):
+    for _ in range(110):
         intervals.append(seen.poll)
         seen = seen.polled()
     assert intervals[:3] == [0.005, 0.00625, 0.0078125]
-    assert intervals[13:] == [0.09094947017729282, 0.1, 0.1]
+    # While the session starts (about 2 s), a stat every 0.02 s at most; then every 0.1 s.
+    assert intervals[7:100] == [0.02] * 93 and intervals[6] < 0.02
+    assert 1.8 < sum(intervals[:100]) < 2.1
+    assert intervals[100:] == [0.1] * 10
     assert seen.log_change(3.0, exists=True).poll == waiting.POLL_MIN
     assert KNOWN.polled().polled().poll == waiting.POLL_MAX_PENDING  # no log yet: no speed-up
 
