@@ -1,12 +1,13 @@
 """The ``interactive-slurm`` console script: the reuse path before anything heavy.
 
 ``proxy KIND`` with a live session is answered by :mod:`interactive_slurm.connect.reuse` without
-importing click or the Slurm layer; ``connect JOBID``, ``relay-fd`` and ``bridge`` (the srun
-transport's task on the node) likewise, and ``session`` (the batch script's command) goes to
-:mod:`interactive_slurm.node.launch` without click; everything else goes to the full
-CLI (:mod:`interactive_slurm.cli.main`). Every install's console script (pip's, or the lean
-``python -IS`` launcher of install/installs.py) calls :func:`main` here, so this module keeps its
-name and place whatever the layout.
+importing click or the Slurm layer, and without one, a plain ``proxy KIND`` (only ``--profile``,
+``--container``, ``--timeout``) waits for its session without click; ``connect JOBID``,
+``relay-fd`` and ``bridge`` (the srun transport's task on the node) need neither, and
+``session`` (the batch script's command) goes to :mod:`interactive_slurm.node.launch` without
+click; everything else goes to the full CLI (:mod:`interactive_slurm.cli.main`). Every
+install's console script (pip's, or the lean ``python -IS`` launcher of install/installs.py)
+calls :func:`main` here, so this module keeps its name and place whatever the layout.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ def main() -> None:
 
             if reuse.proxy(args[1:]):
                 return
+        from interactive_slurm.connect.reuse import parse_proxy_args
+
+        plain = parse_proxy_args(args[1:])
+        if plain is not None:  # the slow path without click (which still reads anything else)
+            from interactive_slurm.base import toplevel
+            from interactive_slurm.cli import base as cli_base
+            from interactive_slurm.login import proxy
+
+            toplevel.run(lambda: proxy.start(cli_base.runner(), *plain),
+                         hint=toplevel.proxy_hint(plain[0]))
     from interactive_slurm.cli.main import main as cli_main
 
     cli_main()

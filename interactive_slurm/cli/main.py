@@ -1,25 +1,22 @@
 """The command line: click parses, one core function acts, this module prints.
 
-Errors from the core (``InteractiveSlurmError``) are caught once, in :func:`main`, and shown as
-``error: ...`` on stderr; ``INTERACTIVE_SLURM_DEBUG=1`` shows the traceback too. Ctrl-C exits 130.
+Errors from the core (``InteractiveSlurmError``) are caught once, by :func:`base.toplevel.run
+<interactive_slurm.base.toplevel.run>` around the whole command, and shown as ``error: ...`` on
+stderr; ``INTERACTIVE_SLURM_DEBUG=1`` shows the traceback too. Ctrl-C exits 130.
 A failing ``proxy`` (what ``ssh slurm-cpu`` runs) adds one more line: run ``doctor``.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from interactive_slurm import __version__
-from interactive_slurm.base import config, folders, selfcmd, sshhosts, values
-from interactive_slurm.base.errors import Aborted, InteractiveSlurmError
-from interactive_slurm.base.fsutil import describe_os_error
+from interactive_slurm.base import config, folders, selfcmd, sshhosts, toplevel, values
 from interactive_slurm.cli import base as cli_base
 from interactive_slurm.login import profiles
 
@@ -71,7 +68,8 @@ def cli(ctx: click.Context) -> None:
     Example:
       interactive-slurm ssh-config >> ~/.ssh/config && ssh slurm-cpu
     """
-    if ctx.invoked_subcommand != "doctor":  # doctor reports an unsafe folder as one of its checks
+    # doctor reports an unsafe folder as one of its checks; proxy checks in proxy.start.
+    if ctx.invoked_subcommand not in ("doctor", "proxy"):
         folders.check_trusted()  # StrictModes for config, profiles, known_hosts and state
 
 
@@ -91,14 +89,9 @@ def proxy_cmd(kind: str, profile: str | None, container: str, timeout: float | N
       Host slurm-cpu
         ProxyCommand interactive-slurm proxy cpu
     """
-    cfg = config.load()
-    if container:
-        profiles.check_container_option(container)
-    name = values.check_profile_name(profile or cfg.default_profile)
     from interactive_slurm.login import proxy
 
-    proxy.run(cli_base.runner(), cfg, proxy.Request(kind, name, container, cfg.transport),
-              timeout=timeout)
+    proxy.start(cli_base.runner(), kind, profile, container, timeout)
 
 
 @cli.command("trust")
@@ -258,46 +251,26 @@ def profiles_set_cmd(name: str, settings: tuple[str, ...], base: str | None) -> 
 
 
 def doctor_hint(args: list[str]) -> str | None:
-    """The last stderr line of a proxy that failed (what ``ssh slurm-cpu`` shows last): where
-    to find out why. None when ``args`` is not the proxy's."""
+    """The hint after a failing proxy; None when ``args`` is not the proxy's."""
     if args[:1] != ["proxy"]:
         return None
-    kind = args[1] if len(args) > 1 and args[1] in KIND.choices else "cpu"
-    return ("interactive-slurm: run 'interactive-slurm doctor' on the login node (or "
-            f"'interactive-slurm doctor --host slurm-{kind}' on your laptop) to find what is wrong")
+    return toplevel.proxy_hint(args[1] if len(args) > 1 and args[1] in KIND.choices else "cpu")
 
 
 def _run(group: click.Command, argv: list[str] | None, prog: str) -> None:
     hint = doctor_hint(sys.argv[1:] if argv is None else list(argv)) if group is cli else None
-    try:
-        result: Any = group.main(args=argv, prog_name=prog, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        _fail(hint, exc.exit_code)
-    except InteractiveSlurmError as exc:
-        if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        # Aborted: the user gave up (Ctrl-C, ssh closed): nothing for doctor to find.
-        _fail(None if isinstance(exc, Aborted) else hint, exc.exit_code)
-    except OSError as exc:  # our own files: a full disk, a folder we may not enter, ...
-        if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"error: {describe_os_error(exc)}", err=True)
-        _fail(hint, 1)
-    sys.exit(result if isinstance(result, int) else 0)
 
+    def body() -> Any:
+        try:
+            return group.main(args=argv, prog_name=prog, standalone_mode=False)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            exc.show()
+            toplevel.fail(hint, exc.exit_code)
 
-def _fail(hint: str | None, code: int) -> NoReturn:
-    """Exit ``code`` after the error line; a failing proxy adds the doctor hint."""
-    if hint:
-        click.echo(hint, err=True)
-    sys.exit(code)
+    toplevel.run(body, hint=hint)
 
 
 def main(argv: list[str] | None = None) -> None:

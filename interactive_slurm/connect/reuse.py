@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 _OPTIONS = ("--profile", "--container", "--timeout")
 
 
-def parse_proxy_args(args: list[str]) -> tuple[str, str | None, str] | None:
-    """(kind, profile or None, container) of a plain proxy call; None for anything unusual."""
+def parse_proxy_args(args: list[str]) -> tuple[str, str | None, str, float | None] | None:
+    """(kind, profile or None, container, timeout or None) of a plain proxy call; None for
+    anything unusual (``--help``, a wrong value: click says what is wrong)."""
     if not args or args[0] not in ("cpu", "gpu"):
         return None
-    kind, profile, container = args[0], None, ""
+    kind, profile, container, timeout = args[0], None, "", None
     rest = list(args[1:])
     while rest:
         name, eq, value = rest.pop(0).partition("=")
@@ -44,7 +45,9 @@ def parse_proxy_args(args: list[str]) -> tuple[str, str | None, str] | None:
             container = value
         elif not _is_seconds(value):  # --timeout abc: the full CLI says what is wrong
             return None
-    return kind, profile, container
+        else:
+            timeout = float(value)
+    return kind, profile, container, timeout
 
 
 def _is_seconds(value: str) -> bool:
@@ -107,7 +110,7 @@ def proxy(args: list[str]) -> bool:
     if request is None:
         return False
     try:
-        found = fast_socket(*request)
+        found = fast_socket(*request[:3])
     except InteractiveSlurmError:
         return False  # e.g. a bad config.toml: the full CLI reports it
     except KeyboardInterrupt:

@@ -509,6 +509,21 @@ def ensure_session(
         raise
 
 
+def start(runner: Runner, kind: str, profile: str | None, container: str,
+          timeout: float | None) -> None:
+    """``proxy KIND [--profile P] [--container C] [--timeout T]`` from its values, whether
+    click read them (cli/main.py) or entry.py did (a plain call, without click): the trusted
+    folders, config.toml and the names checked, then :func:`run`."""
+    from interactive_slurm.base import config, values
+
+    folders.check_trusted()  # StrictModes for config, profiles, known_hosts and state
+    cfg = config.load()
+    if container:
+        profiles.check_container_option(container)
+    name = values.check_profile_name(profile or cfg.default_profile)
+    run(runner, cfg, Request(kind, name, container, cfg.transport), timeout=timeout)
+
+
 def run(
     runner: Runner, cfg: Config, req: Request, *, timeout: float | None = None,
     stdin_fd: int = 0, stdout_fd: int = 1, err: TextIO = sys.stderr,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 
-from interactive_slurm.base.errors import InteractiveSlurmError, SessionError
+from interactive_slurm.base.errors import SessionError
 
 USAGE = ("usage: interactive-slurm session --kind cpu|gpu --profile NAME --valid-for SECONDS "
          "[--idle-timeout SECONDS] [--transport auto|tcp|srun] [--container IMAGE "
@@ -90,26 +89,6 @@ def start(args: list[str]) -> int:
 
 def main(args: list[str]) -> None:
     """Console entry for ``session``: one ``error:`` line on stderr for what went wrong."""
-    try:
-        code = start(args)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except InteractiveSlurmError as exc:
-        _debug()
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(exc.exit_code)
-    except OSError as exc:  # our own files: a full disk, a folder we may not enter, ...
-        from interactive_slurm.base.fsutil import describe_os_error
+    from interactive_slurm.base import toplevel
 
-        _debug()
-        sys.stderr.write(f"error: {describe_os_error(exc)}\n")
-        sys.exit(1)
-    sys.exit(code)
-
-
-def _debug() -> None:
-    """``INTERACTIVE_SLURM_DEBUG=1``: the traceback too (into the job log)."""
-    if os.environ.get("INTERACTIVE_SLURM_DEBUG"):
-        import traceback
-
-        traceback.print_exc()
+    toplevel.run(lambda: start(args))

@@ -120,6 +120,23 @@ HINT = ("interactive-slurm: run 'interactive-slurm doctor' on the login node (or
         "'interactive-slurm doctor --host slurm-cpu' on your laptop) to find what is wrong\n")
 
 
+def entry_main(argv: list[str]) -> None:
+    """The console script as ssh runs it: a plain ``proxy KIND`` takes the route without click."""
+    import sys as _sys
+
+    old = _sys.argv
+    _sys.argv = ["interactive-slurm", *argv]
+    try:
+        entry.main()
+    finally:
+        _sys.argv = old
+
+
+#: Both ways to the proxy's slow path: click's, and entry.py's for a plain call.
+MAINS = pytest.mark.parametrize("main", [cli.main, entry_main], ids=["click", "plain"])
+
+
+@MAINS
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -130,9 +147,10 @@ HINT = ("interactive-slurm: run 'interactive-slurm doctor' on the login node (or
     ],
 )
 def test_proxy_with_a_bad_profile_fails_before_anything_runs(
-    capsys: pytest.CaptureFixture[str], fake: FakeRunner, args: list[str], message: str
+    capsys: pytest.CaptureFixture[str], fake: FakeRunner, args: list[str], message: str,
+    main: object,
 ) -> None:
-    assert run_main(capsys, cli.main, ["proxy", "cpu", *args]) == (1, "", message + HINT)
+    assert run_main(capsys, main, ["proxy", "cpu", *args]) == (1, "", message + HINT)
     assert fake.calls == []
 
 
@@ -152,24 +170,26 @@ def test_proxy_with_a_bad_kind(capsys: pytest.CaptureFixture[str], fake: FakeRun
     assert fake.calls == []
 
 
+@MAINS
 def test_proxy_with_a_broken_config(
-    capsys: pytest.CaptureFixture[str], fake: FakeRunner, home: Path
+    capsys: pytest.CaptureFixture[str], fake: FakeRunner, home: Path, main: object,
 ) -> None:
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text("wait_timeout = 0\n")
-    assert run_main(capsys, cli.main, ["proxy", "cpu"]) == (
+    assert run_main(capsys, main, ["proxy", "cpu"]) == (
         1, "",
         f"error: {home / 'config' / 'config.toml'}: wait_timeout = 0: expected seconds > 0\n" + HINT
     )
 
 
+@MAINS
 def test_the_doctor_hint_names_the_kind_and_only_follows_a_failing_proxy(
     capsys: pytest.CaptureFixture[str], fake: FakeRunner, home: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, main: object,
 ) -> None:
     (home / "config").mkdir(parents=True)
     (home / "config" / "config.toml").write_text("wait_timeout = 0\n")
-    code, out, err = run_main(capsys, cli.main, ["proxy", "gpu"])
+    code, out, err = run_main(capsys, main, ["proxy", "gpu"])
     assert (code, out) == (1, "")
     assert err.splitlines()[-1] == HINT.replace("slurm-cpu", "slurm-gpu").rstrip("\n")
     # Another verb that fails: its error only.
@@ -184,7 +204,25 @@ def test_the_doctor_hint_names_the_kind_and_only_follows_a_failing_proxy(
 
     (home / "config" / "config.toml").write_text("")
     monkeypatch.setattr(proxy, "run", gave_up)
-    assert run_main(capsys, cli.main, ["proxy", "cpu"]) == (130, "", "error: interrupted by SIGINT\n")
+    assert run_main(capsys, main, ["proxy", "cpu"]) == (130, "", "error: interrupted by SIGINT\n")
+
+
+def test_a_plain_proxy_waits_without_click(tmp_path: Path) -> None:
+    """``proxy cpu`` with no session: the slow path starts without importing click or the other
+    commands (here it stops at its first Slurm call: no squeue on the PATH)."""
+    import subprocess
+
+    code = ("import sys, atexit; from interactive_slurm import entry; "
+            "atexit.register(lambda: print(sorted(m for m in sys.modules if m == 'click' or "
+            "m.startswith('interactive_slurm.cli.')), file=sys.stderr)); "
+            "sys.argv = ['interactive-slurm', 'proxy', 'cpu', '--timeout', '5']; entry.main()")
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path),
+           "INTERACTIVE_SLURM_HOME": str(tmp_path / "is")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode != 0 and done.stdout == ""
+    assert "error: " in done.stderr and "squeue" in done.stderr
+    assert done.stderr.splitlines()[-1] == "['interactive_slurm.cli.base']"
 
 
 # ---------------------------------------------------------------------------------- remote

@@ -26,10 +26,10 @@ from . import keyholes
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["cpu"], ("cpu", None, "")),
-        (["gpu", "--profile", "development"], ("gpu", "development", "")),
-        (["cpu", "--profile=dev", "--container=img.sqsh"], ("cpu", "dev", "img.sqsh")),
-        (["cpu", "--timeout", "30"], ("cpu", None, "")),
+        (["cpu"], ("cpu", None, "", None)),
+        (["gpu", "--profile", "development"], ("gpu", "development", "", None)),
+        (["cpu", "--profile=dev", "--container=img.sqsh"], ("cpu", "dev", "img.sqsh", None)),
+        (["cpu", "--timeout", "30"], ("cpu", None, "", 30.0)),
         (["cpu", "--timeout", "abc"], None),  # the full CLI refuses it with a usage error
         (["cpu", "--timeout=-5"], None),
         (["cpu", "--timeout", "inf"], None),

@@ -454,8 +454,8 @@ def test_configure_names_what_sshd_refuses(tmp_path: Path) -> None:
     s = session.Session(runner, SessionSpec("4711", "cpu", "default", 600, "/usr/sbin/sshd"),
                         log=io.StringIO())
     s.tmp = tmp_path
-    with pytest.raises(SessionError, match="^/usr/sbin/sshd -t refuses this job's sshd_config: "
-                                           "Unsupported option X11UseLocalhost$"):
+    with pytest.raises(SessionError, match=r"^/usr/sbin/sshd -t refuses this job's sshd_config: "
+                                           r"Unsupported option X11UseLocalhost$"):
         s.configure(tmp_path / "key", tmp_path / "key-cert.pub")
     assert len(runner.calls) == 2
 
