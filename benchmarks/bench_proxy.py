@@ -35,7 +35,10 @@ next to the absolute medians. Results go to a Markdown table on stdout and to JS
 - new session: from no job to a command run in a new session (``ssh slurm-cpu true``) on an
   idle node; absolute (goal <= 1.0 s every run). Slurm starts a batch job on its scheduler's
   next pass, not at submit: slurmctld.log shows the gap between the submit and
-  ``sched: Allocate``, and scripts/bench prints it per run next to the rest (slurm_latency.py).
+  ``sched: Allocate``, and scripts/bench prints each run split into the proxy's part, Slurm's
+  scheduling and launch, the session's start and the connection (slurm_latency.py, from
+  slurmctld.log, the start times kept here and each job log's ready line, which times the
+  session's own steps).
   Each run starts ``batch_sched_delay`` (3 s by default) after the previous job's: closer to
   Slurm's last pass, Slurm defers a batch job by policy, which a user's first connect to an
   idle cluster does not meet.

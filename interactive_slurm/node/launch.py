@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from interactive_slurm.base.errors import SessionError
 
@@ -61,6 +62,7 @@ def start(args: list[str]) -> int:
     from interactive_slurm.base.runner import SubprocessRunner
     from interactive_slurm.node import session
 
+    started = session.script_start(os.environ, time.time())
     flags = parse(args)
     transport = flags.get("--transport", "")
     if transport and transport not in config.TRANSPORTS:
@@ -84,7 +86,9 @@ def start(args: list[str]) -> int:
     tool = selfcmd.tool_for_shells()
     if tool:  # every shell in the job learns this install (`interactive-slurm open` uses it)
         os.environ[selfcmd.TOOL_ENV] = tool
-    return session.Session(SubprocessRunner(), spec).run()
+    serving = session.Session(SubprocessRunner(), spec)
+    serving.script_start = started
+    return serving.run()
 
 
 def main(args: list[str]) -> None:

@@ -460,27 +460,47 @@ def test_configure_names_what_sshd_refuses(tmp_path: Path) -> None:
     assert len(runner.calls) == 2
 
 
-def test_the_ready_line_times_each_step_from_the_process_start(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("script_said", [True, False])
+def test_the_ready_line_times_each_step_from_the_script_start(
+    monkeypatch: pytest.MonkeyPatch, script_said: bool,
 ) -> None:
-    """What benchmarks/slurm_latency.py reads: the start's steps and when the process began."""
+    """What benchmarks/slurm_latency.py reads: the start's steps and when the script began
+    (what the batch script said, else the process's start from /proc)."""
     import re
     import time
 
     clock = FakeClock()
-    monkeypatch.setattr(session, "process_age", lambda: 0.05)  # 0.05 s before the session's
     s = session.Session(FakeRunner({}), SessionSpec("1", "cpu", "p", 600, "/x"),
                         log=io.StringIO(), clock=clock, wall=clock.wall)
+    if script_said:
+        s.script_start = clock.wall_now - 0.05  # 0.05 s before the session's
+        monkeypatch.setattr(session, "process_age", lambda: 99.0)  # not asked
+    else:
+        monkeypatch.setattr(session, "process_age", lambda: 0.05 + 0.057)
     for name, took in (("host key", 0.031), ("sshd -t", 0.024), ("listen", 0.002)):
         clock.advance(took)
         s.step(name)
-    monkeypatch.setattr(session, "process_age", lambda: 0.05 + 0.057)
     line = s.ready_timing()
+    match = re.fullmatch(r"ready in 0\.107 s after its start at (\S+)\.(\d{3}) \(script 0\.050 s, "
+                         r"host key 0\.031 s, sshd -t 0\.024 s, listen 0\.002 s\)", line)
+    assert match, line
     began = clock.wall_now - 0.107
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(began))
-    assert line == (f"ready in 0.107 s after its start at {stamp}.{int(began * 1000) % 1000:03d} "
-                    "(python 0.050 s, host key 0.031 s, sshd -t 0.024 s, listen 0.002 s)")
-    assert re.fullmatch(r"ready in [\d.]+ s after its start at \S+ \(.*\)", line)
+    stamp = time.mktime(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")) + int(match.group(2)) / 1000
+    assert abs(stamp - began) < 0.002
+
+
+@pytest.mark.parametrize(("said", "found"), [
+    ("1700000000.123456", 1700000000.123456),
+    ("1700000000,123456", 1700000000.123456),  # bash in a locale with a decimal comma
+    ("", None),  # bash before 5.0 has no $EPOCHREALTIME
+    ("1699999000.0", None),  # not this job's start
+    ("1700000100.0", None),  # in the future
+    ("now", None),
+])
+def test_script_start_reads_bashs_clock_and_takes_it_out(said: str, found: float | None) -> None:
+    env = {session.SCRIPT_START_ENV: said, "HOME": "/h"}
+    assert session.script_start(env, 1_700_000_001.0) == found
+    assert env == {"HOME": "/h"}  # the shells do not get it
 
 
 def test_process_age_is_this_process_s() -> None:
