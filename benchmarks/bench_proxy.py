@@ -206,7 +206,11 @@ def proxy_cpu(scp: list[str], blob: Path, target: str, work: Path, env: dict[str
     """The proxy's own CPU time (user + system: splice's work is the kernel's, in system) for
     one 256 MiB upload through the session, from bash's ``times`` after the proxy ends."""
     out = work / "proxy-times"
-    command = f"bash -c '{TOOL} proxy cpu; times > {out}'"
+    # ssh sends its ProxyCommand SIGHUP at the end: the trap waits for the proxy (it ends at
+    # EOF), then writes what it used; `<&0` keeps stdin (a background job's would be /dev/null).
+    script = (f'trap "wait \\$p; times > {out}; exit" HUP TERM; {TOOL} proxy cpu <&0 & p=$!; '
+              f'wait $p; times > {out}')
+    command = f"bash -c '{script}'"
     wall = timed(lambda: run([*scp, "-o", f"ProxyCommand={command}", str(blob),
                               f"slurm-cpu:{target}"], env))
     children = out.read_text().splitlines()[1].split()  # "0m0.012s 0m0.345s"
