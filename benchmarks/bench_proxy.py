@@ -213,6 +213,10 @@ def proxy_cpu(scp: list[str], blob: Path, target: str, work: Path, env: dict[str
     command = f"bash -c '{script}'"
     wall = timed(lambda: run([*scp, "-o", f"ProxyCommand={command}", str(blob),
                               f"slurm-cpu:{target}"], env))
+    for _ in range(50):  # ssh does not wait for its ProxyCommand: bash may still be writing
+        if out.exists() and len(out.read_text().splitlines()) == 2:
+            break
+        time.sleep(0.1)
     children = out.read_text().splitlines()[1].split()  # "0m0.012s 0m0.345s"
     user, system = (int(t.split("m")[0]) * 60 + float(t.split("m")[1].rstrip("s"))
                     for t in children)
