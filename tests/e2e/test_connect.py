@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -33,6 +34,14 @@ def test_connect_runs_a_command_inside_the_job(harness: Harness) -> None:
     assert f"JOB={jobs[0]['id']} CPUS=4" in result.stdout
     assert socket.gethostname() in result.stdout
     assert f"submitted job {jobs[0]['id']}" in result.stderr
+    # The job log times the session's start, step by step, from the batch script's start
+    # (bash 5's $EPOCHREALTIME), for benchmarks/slurm_latency.py.
+    ready = re.search(r"ready in ([\d.]+) s after its start at \S+ \(script ([\d.]+) s, host key "
+                      r"([\d.]+) s, sshd -t ([\d.]+) s, listen ([\d.]+) s\)",
+                      harness.job_log(jobs[0]["id"]))
+    assert ready, harness.job_log(jobs[0]["id"])
+    total, *steps = (float(x) for x in ready.groups())
+    assert 0 < total < 30 and abs(total - sum(steps)) < 0.01
 
 
 def test_second_connection_reuses_the_job(harness: Harness) -> None:
