@@ -39,18 +39,15 @@ def main() -> None:
         launch.main(args[1:])
         return
     if args[:1] == ["proxy"]:
+        from interactive_slurm.connect import reuse
         from interactive_slurm.install import autocheck
 
         autocheck.maybe_start()
-        if not os.environ.get("INTERACTIVE_SLURM_NO_FAST_PATH"):
-            from interactive_slurm.connect import reuse
-
-            if reuse.proxy(args[1:]):
+        plain = reuse.parse_proxy_args(args[1:])  # None: anything unusual, for click to read
+        if plain is not None:
+            if not os.environ.get("INTERACTIVE_SLURM_NO_FAST_PATH") and reuse.proxy(*plain[:3]):
                 return
-        from interactive_slurm.connect.reuse import parse_proxy_args
-
-        plain = parse_proxy_args(args[1:])
-        if plain is not None:  # the slow path without click (which still reads anything else)
+            # The slow path without click.
             from interactive_slurm.base import toplevel
             from interactive_slurm.cli import base as cli_base
             from interactive_slurm.login import proxy

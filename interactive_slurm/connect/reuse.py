@@ -104,13 +104,11 @@ def fast_socket(kind: str, profile: str | None, container: str) -> tuple[Endpoin
     return find_and_connect(kind, profile or default_profile(), container, settings()[2])
 
 
-def proxy(args: list[str]) -> bool:
-    """Serve ``proxy ARGS`` from a live session; False when the full CLI must take over."""
-    request = parse_proxy_args(args)
-    if request is None:
-        return False
+def proxy(kind: str, profile: str | None, container: str) -> bool:
+    """Serve a plain ``proxy KIND`` (:func:`parse_proxy_args`) from a live session; False when
+    the slow path must take over."""
     try:
-        found = fast_socket(*request[:3])
+        found = fast_socket(kind, profile, container)
     except InteractiveSlurmError:
         return False  # e.g. a bad config.toml: the full CLI reports it
     except KeyboardInterrupt:

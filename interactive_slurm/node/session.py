@@ -382,8 +382,8 @@ class Session:
         self.cfg = files[0]
 
     def check_configs(self, files: list[Path]) -> list[Result]:
-        """``sshd -t`` of each file, side by side (in a container, one after the other: each
-        check starts the container, and the first that passes is enough)."""
+        """``sshd -t`` of each file, side by side; in a container one after the other, up to
+        the first that passes (each check starts the container)."""
         argvs = [self.sshd_argv("-t", "-f", str(path)) for path in files]
         if self.container is not None:
             results: list[Result] = []
@@ -391,8 +391,8 @@ class Session:
                 results.append(self.runner.run(argv, check=False))
                 if results[-1].returncode == 0:
                     break
-            return results + [results[-1]] * (len(argvs) - len(results))
-        found: dict[int, Result | BaseException] = {}
+            return results
+        found: list[Result | BaseException | None] = [None] * len(argvs)
 
         def check(index: int) -> None:
             try:
@@ -400,17 +400,16 @@ class Session:
             except BaseException as exc:  # re-raised below, in the session's own thread
                 found[index] = exc
 
-        threads = [threading.Thread(target=check, args=(i,)) for i in range(1, len(argvs))]
-        for thread in threads:
+        others = [threading.Thread(target=check, args=(i,)) for i in range(1, len(argvs))]
+        for thread in others:
             thread.start()
         check(0)
-        for thread in threads:
+        for thread in others:
             thread.join()
-        ordered = [found[i] for i in range(len(argvs))]
-        for item in ordered:
+        for item in found:
             if isinstance(item, BaseException):
                 raise item
-        return [item for item in ordered if isinstance(item, Result)]
+        return [item for item in found if isinstance(item, Result)]
 
     def listen(self) -> None:
         rng = random.SystemRandom()
@@ -468,7 +467,7 @@ class Session:
         now, wall = self.clock(), self.wall()
         parts, last = [], self.keeper.started
         total = now - last
-        began = self.script_start if self.script_start is not None else None
+        began = self.script_start
         if began is None:
             age = process_age()
             began = None if age is None else wall - age
